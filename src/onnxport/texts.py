@@ -1,0 +1,95 @@
+"""Built-in varied texts for verification and calibration, and reading the user's file.
+
+Deterministic: the same list every run. It mixes one-word inputs, queries, sentences in
+several scripts, numbers and punctuation, and paragraphs far past any max length, so a
+batch of them is padding-heavy and exercises truncation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from .errors import InputError
+
+_SHORT = [
+    "hi", "Paris", "42", "?", "ok", "naïve café", "日本", "🙂", "C++", "e-mail",
+]
+_SENTENCES = [
+    "A man is eating food.",
+    "The quick brown fox jumps over the lazy dog.",
+    "How do I export a transformer model to ONNX?",
+    "AC sleeper bus from Bangalore to Mumbai tomorrow",
+    "Book two tickets on the 9:45 pm Volvo to Chennai for next Friday.",
+    "The meeting was moved to 3 p.m. on 2024-03-15 (room B-12).",
+    "Prices rose 4.7% year over year, to $1,299.99 per unit.",
+    "Is ONNX really faster than PyTorch on a CPU?",
+    "Les modèles de langue sont entraînés sur de grands corpus.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "El tren de alta velocidad llega a Madrid a las ocho.",
+    "Москва — столица России.",
+    "東京は日本の首都です。",
+    "北京是中国的首都。",
+    "서울은 대한민국의 수도입니다.",
+    "مرحبا بالعالم",
+    "नमस्ते दुनिया, यह एक परीक्षण वाक्य है।",
+    "Ελληνικά: η γρήγορη καφέ αλεπού.",
+    "email me at someone@example.com or call +1 (555) 010-9999!!!",
+    "C'est la vie... or is it?! — she asked; nobody answered.",
+    "   leading and trailing spaces   ",
+    "UPPER CASE SHOUTING ABOUT SEAT TYPES",
+    "tabs\tand\nnewlines\nin one text",
+    "😀😃😄 emoji-heavy text 🚌🚌",
+    "Non-AC seater from Pune to Goa on Saturday night",
+    "The Eiffel Tower is 330 metres tall.",
+    "Neural networks approximate functions.",
+    "Sentence embeddings map text to vectors.",
+]
+_WORDS = (
+    "model export graph tensor batch token sequence runtime latency throughput accuracy "
+    "bus ticket city river mountain music history science market weather travel quantum "
+    "protein language vector cosine similarity kernel memory cache thread schedule"
+).split()
+
+
+def _paragraph(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "."
+
+
+def builtin_texts(count: int = 240, *, seed: int = 0) -> list[str]:
+    """`count` varied texts: the fixed ones first, then seeded generated ones."""
+    rng = random.Random(seed)
+    texts = list(_SHORT) + list(_SENTENCES)
+    # Very long texts (past 512 tokens) to exercise truncation.
+    texts += [_paragraph(rng, 700), " ".join(_SENTENCES * 6)]
+    while len(texts) < count:
+        kind = len(texts) % 4
+        if kind == 0:
+            texts.append(rng.choice(_SENTENCES) + " " + rng.choice(_SENTENCES))
+        elif kind == 1:
+            texts.append(_paragraph(rng, rng.randint(3, 12)))
+        elif kind == 2:
+            texts.append(_paragraph(rng, rng.randint(40, 320)))
+        else:
+            texts.append(f"{rng.choice(_SHORT)} {rng.randint(0, 10_000)} {rng.choice(_WORDS)}")
+    return texts[:count]
+
+
+def read_texts(path: str | Path, *, text_field: str = "text") -> list[str]:
+    """Texts from a file: one per line, or JSONL with a `text_field`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"texts file {path} does not exist")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"texts file {path} is empty; give one text per line or JSONL with a '{text_field}' field")
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(lines, 1):
+            try:
+                texts.append(str(json.loads(line)[text_field]))
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{path} line {number}: not a JSON object with a '{text_field}' field") from None
+        return texts
+    return lines
