@@ -12,7 +12,6 @@ import inspect
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from .errors import ExportError
 from .spec import Pooling, Task
@@ -43,6 +42,14 @@ def last_token_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
     last = (positions * mask.long()).max(dim=1).values
     return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+
+
+def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
+    # Same as F.normalize(p=2, dim=1), written with ReduceSum + Sqrt: the ReduceL2 that
+    # F.normalize exports to stops onnxruntime's transformer optimizer from fusing the
+    # encoder at opset 18+ (measured: no SkipLayerNormalization/Attention fusions).
+    norm = (vectors * vectors).sum(dim=1, keepdim=True).sqrt()
+    return vectors / norm.clamp(min=1e-12)
 
 
 POOLERS: dict[Pooling, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -150,7 +157,7 @@ class ExportWrapper(torch.nn.Module):
             for layer in self.dense:
                 embedding = layer(embedding)
             if self.normalize:
-                embedding = F.normalize(embedding, p=2, dim=1)
+                embedding = l2_normalize(embedding)
             return embedding, tokens
         return (outputs.logits,)
 

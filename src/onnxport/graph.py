@@ -1,0 +1,171 @@
+"""Describe an ONNX file or artifact without running the model.
+
+Names, dtypes and dims of inputs and outputs, opsets and the onnxruntime they need, IR
+version, producer, sizes (with external data), parameter count, op histogram, fused
+transformer ops, metadata, and whether onnx.checker and onnxruntime both accept it.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from . import opsets
+from .artifact import MANIFEST, MODEL_FILE, Artifact
+from .errors import ArtifactError
+
+# onnxruntime's fused transformer ops live in the com.microsoft domain (a standard
+# ai.onnx Gelu, opset 20+, is not one of them).
+FUSED_DOMAIN = "com.microsoft"
+
+
+def _dtype_name(elem_type: int) -> str:
+    from onnx import helper
+
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, TypeError, ValueError):
+        return f"type{elem_type}"
+
+
+def _dims(value) -> list[int | str]:
+    shape = value.type.tensor_type.shape
+    return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim]
+
+
+def load_onnx(path: Path):
+    """onnx.load with user-facing errors for the usual ways a file is broken."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{path} is empty; re-export it")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise ArtifactError(
+            f"{path} is not a readable ONNX file ({type(error).__name__}); it may be truncated or another format"
+        ) from None
+
+
+def external_data_files(model, folder: Path) -> list[str]:
+    from onnx.external_data_helper import uses_external_data
+
+    names = []
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in names:
+                names.append(location)
+    return names
+
+
+def describe_model(path: str | Path) -> dict[str, Any]:
+    """Everything `inspect` shows about one .onnx file, as plain data."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    model = load_onnx(path)
+    external = external_data_files(model, path.parent)
+    missing = [name for name in external if not (path.parent / name).exists()]
+    if missing:
+        raise ArtifactError(
+            f"{path} keeps its weights in {missing[0]}, which is missing; copy it beside the .onnx file"
+        )
+    graph = model.graph
+    initializer_names = {t.name for t in graph.initializer}
+    parameters = 0
+    for tensor in graph.initializer:
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        parameters += count
+    op_counts = collections.Counter(n.op_type for n in graph.node)
+    domain_opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    main_opset = domain_opsets.get("ai.onnx", 0)
+    size = path.stat().st_size + sum((path.parent / name).stat().st_size for name in external)
+    return {
+        "path": str(path),
+        "inputs": [{"name": i.name, "dtype": _dtype_name(i.type.tensor_type.elem_type), "dims": _dims(i)}
+                   for i in graph.input if i.name not in initializer_names],
+        "outputs": [{"name": o.name, "dtype": _dtype_name(o.type.tensor_type.elem_type), "dims": _dims(o)}
+                    for o in graph.output],
+        "opsets": dict(sorted(domain_opsets.items())),
+        "ir_version": model.ir_version,
+        "min_onnxruntime": opsets.min_ort_for(model.ir_version, main_opset),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "size_bytes": size,
+        "external_data": external,
+        "parameters": parameters,
+        "nodes": len(graph.node),
+        "op_types": dict(op_counts.most_common()),
+        "fused_ops": dict(collections.Counter(n.op_type for n in graph.node if n.domain == FUSED_DOMAIN)),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "loads": _load_checks(path),
+    }
+
+
+def _load_checks(path: Path) -> dict[str, Any]:
+    """Whether onnx.checker and onnxruntime accept the file, and why not."""
+    import onnx
+    import onnxruntime as ort
+
+    result: dict[str, Any] = {}
+    try:
+        onnx.checker.check_model(str(path))
+        result["onnx_checker"] = {"ok": True}
+    except Exception as error:  # the checker raises several types
+        result["onnx_checker"] = {"ok": False, "error": _first_line(error)}
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        result["onnxruntime"] = {"ok": True, "version": ort.__version__}
+    except Exception as error:  # onnxruntime raises its own untyped errors
+        result["onnxruntime"] = {"ok": False, "version": ort.__version__, "error": _first_line(error)}
+    return result
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def inspect(path: str | Path) -> dict[str, Any]:
+    """Describe a .onnx file, or an artifact directory (its model files plus the manifest)."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist; pass a .onnx file or an artifact directory")
+    if path.is_file():
+        if path.suffix != ".onnx" and path.name != MANIFEST:
+            raise ArtifactError(f"{path} is not an .onnx file; pass a .onnx file or an artifact directory")
+        return {"model": describe_model(path)}
+    artifact = Artifact(path)
+    files = {}
+    for name, entry in artifact.files.items():
+        report = entry.get("verification")
+        files[name] = {
+            "kind": entry.get("kind"),
+            "verified": None if report is None else bool(report.get("passed")),
+            "size_bytes": entry.get("size_bytes"),
+        }
+    spec = artifact.spec
+    return {
+        "artifact": {
+            "path": str(path),
+            "task": spec.task.value,
+            "pooling": spec.pooling.value if spec.pooling else None,
+            "normalize": spec.normalize,
+            "max_length": artifact.manifest.get("tokenizer", {}).get("max_length"),
+            "labels": artifact.labels,
+            "source": artifact.manifest.get("source"),
+            "min_onnxruntime": artifact.manifest.get("min_onnxruntime"),
+            "files": files,
+        },
+        "model": describe_model(artifact.model_path(MODEL_FILE)),
+    }
