@@ -332,7 +332,8 @@ def run_torch_export(wrapper, dummy, inputs, outputs, path: Path, exporter: Expo
             )
             program = torch.onnx.export(
                 wrapper, dummy, dynamo=True, opset_version=opset, input_names=input_names,
-                output_names=output_names, dynamic_shapes=dynamic if any(dynamic) else None, verbose=False,
+                # The wrapper takes *inputs, so the spec is one tuple for that one parameter.
+                output_names=output_names, dynamic_shapes=(dynamic,) if any(dynamic) else None, verbose=False,
             )
             program.save(str(path), external_data=False)
 

@@ -22,39 +22,33 @@ class TextEncoder:
     """Tokenizes batches with the artifact's tokenizer.json, padded to the longest text."""
 
     def __init__(self, artifact_dir: str | Path, *, max_length: int, pad_id: int, pad_token: str,
-                 padding_side: str = "right") -> None:
+                 padding_side: str = "right", fixed_length: int | None = None) -> None:
         from tokenizers import Tokenizer
 
         tokenizer_file = Path(artifact_dir) / "tokenizer.json"
         if not tokenizer_file.exists():
             raise ArtifactError(f"{tokenizer_file} is missing; re-export the artifact")
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.max_length = max_length
-        self.tokenizer.enable_truncation(max_length=max_length)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction=padding_side)
+        # A static-shape graph takes exactly `fixed_length` tokens: truncate and pad to it.
+        self.max_length = fixed_length or max_length
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, direction=padding_side,
+                                      length=fixed_length)
 
     @classmethod
     def for_artifact(cls, artifact) -> "TextEncoder":
         info = artifact.manifest["tokenizer"]
+        static = artifact.spec.static_shape
         return cls(artifact.path, max_length=info["max_length"], pad_id=info["pad_id"],
-                   pad_token=info["pad_token"], padding_side=info.get("padding_side", "right"))
+                   pad_token=info["pad_token"], padding_side=info.get("padding_side", "right"),
+                   fixed_length=static[1] if static else None)
 
-    def encode(self, texts: Sequence[str], *, pad_to: int | None = None) -> dict[str, np.ndarray]:
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """{'input_ids', 'attention_mask', 'token_type_ids'} as int64 arrays [batch, sequence]."""
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
-        if pad_to is not None:
-            self.tokenizer.enable_padding(pad_id=self.tokenizer.padding["pad_id"],
-                                          pad_token=self.tokenizer.padding["pad_token"],
-                                          direction=self.tokenizer.padding["direction"], length=pad_to)
-        try:
-            encodings = self.tokenizer.encode_batch(list(texts))
-        finally:
-            if pad_to is not None:
-                self.tokenizer.enable_padding(pad_id=self.tokenizer.padding["pad_id"],
-                                              pad_token=self.tokenizer.padding["pad_token"],
-                                              direction=self.tokenizer.padding["direction"])
+        encodings = self.tokenizer.encode_batch(list(texts))
         return {
             name: np.array([getattr(e, attribute) for e in encodings], dtype=np.int64)
             for name, attribute in _TOKENIZER_ARRAYS.items()

