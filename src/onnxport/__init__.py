@@ -16,6 +16,7 @@ __all__ = [
     "errors",
     "export",
     "inspect",
+    "load",
     "verify",
 ]
 
@@ -43,3 +44,11 @@ def inspect(path, **options):
     from .graph import inspect as _inspect
 
     return _inspect(path, **options)
+
+
+def load(artifact, **options):
+    """Open an artifact as its task's pipeline (Embedder, TokenClassifier, SequenceClassifier);
+    see onnxport.pipelines.load."""
+    from .pipelines import load as _load
+
+    return _load(artifact, **options)

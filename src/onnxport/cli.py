@@ -218,5 +218,97 @@ def _print_inspection(info: dict) -> None:
         stdout.print(f"{tool}: " + ("[green]loads[/]" if result["ok"] else f"[red]fails[/]: {result['error']}"))
 
 
+def pipeline_options(command):
+    """Options shared by embed, ner and classify."""
+    options = [
+        click.argument("artifact", type=click.Path(path_type=Path)),
+        click.argument("inputs", nargs=-1),
+        click.option("-o", "--output", type=click.Path(path_type=Path),
+                     help="Write .jsonl, .npy or .parquet [default: JSON Lines on stdout]."),
+        click.option("--text-field", default="text", show_default=True, help="Text field of .jsonl/.csv/.parquet."),
+        click.option("--id-field", default="id", show_default=True, help="Id field of .jsonl/.csv/.parquet."),
+        click.option("--skip-bad", is_flag=True, help="Skip bad input rows (each is reported) instead of stopping."),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--model", "model_kind", type=click.Choice(["auto", "fp32", "opt", "int8", "fp16"]),
+                     default="auto", show_default=True, help="Which model file of the artifact."),
+        click.option("--providers", help="Comma-separated onnxruntime providers, e.g. cuda,cpu."),
+        click.option("--threads", type=int, help="Intra-op threads [default: physical cores]."),
+        click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind,
+                  providers, threads, backend, **method_options) -> None:
+    from .pipelines import load
+    from .textio import check_output, read_rows, write_results
+
+    check_output(output)
+    rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
+                     warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
+    pipeline = load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
+                    threads=threads, backend=backend)
+    console.print(f"[dim]{pipeline.model_file} ({backend}), {len(rows)} texts[/]")
+    run = getattr(pipeline, method)
+    texts = [row.text for row in rows]
+    chunk = max(batch_size * 8, 256)
+    results: list = []
+    with _progress(len(texts) > chunk) as progress:
+        task = progress.add_task(method, total=len(texts)) if progress else None
+        for start in range(0, len(texts), chunk):
+            part = run(texts[start:start + chunk], batch_size=batch_size, **method_options)
+            results.extend(_as_records(method, part))
+            if progress:
+                progress.update(task, advance=len(part))
+    write_results(rows, results, output)
+
+
+def _as_records(method: str, part):
+    if method == "embed":
+        return list(part)
+    key = {"extract": "entities", "classify": "labels"}[method]
+    return [{key: value} for value in part]
+
+
+def _progress(wanted: bool):
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    if not wanted or not console.is_terminal:
+        return contextlib.nullcontext(None)
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+@main.command()
+@pipeline_options
+@reports_errors
+def embed(artifact, inputs, **options):
+    """Sentence embeddings for texts (arguments, a file, or stdin)."""
+    _run_pipeline("embed", artifact, inputs, **options)
+
+
+@main.command()
+@pipeline_options
+@click.option("--aggregation", type=click.Choice(["simple", "first", "max", "average"]), default="simple",
+              show_default=True, help="How token labels become word and entity labels.")
+@reports_errors
+def ner(artifact, inputs, aggregation, **options):
+    """Entities (label, text, start, end, score) for texts."""
+    _run_pipeline("extract", artifact, inputs, aggregation=aggregation, **options)
+
+
+@main.command()
+@pipeline_options
+@click.option("--top-k", type=int, default=1, show_default=True, help="How many labels per text.")
+@reports_errors
+def classify(artifact, inputs, top_k, **options):
+    """Labels with scores for texts."""
+    _run_pipeline("classify", artifact, inputs, top_k=top_k, **options)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

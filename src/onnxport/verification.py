@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .artifact import MODEL_FILE, Artifact
-from .errors import InputError
+from .errors import InputError, OnnxportError
 from .runtime import OnnxModel, TextEncoder
 from .spec import SEQUENCE_AXIS, Task
 from .texts import builtin_texts
+from .torch_backend import TorchReference
 
 DEFAULT_ATOL = 1e-4
 ST_MIN_COSINE = 0.99999
@@ -126,7 +127,7 @@ def shape_matrix(texts: list[str], encoder: TextEncoder, static_shape: tuple[int
     if static_shape:
         size = static_shape[0]
         return [_take(texts, i * size, size) for i in range(max(1, min(8, len(texts) // size)))]
-    lengths = [sum(e.attention_mask) for e in encoder.tokenizer.encode_batch(texts)]
+    lengths = [len(e.ids) for e in encoder.tokenize(texts)]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     shortest, longest = texts[order[0]], texts[order[-1]]
     short = [texts[i] for i in order[: max(2, len(order) // 3)]]
@@ -167,8 +168,9 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
     reference_name = "none"
     run_reference = None
     try:
-        run_reference, reference_name = _torch_reference(art, reference, reference_wrapper)
-    except Exception as error:  # no torch, or the source is gone: say so, don't crash
+        torch_reference = TorchReference(art, reference=reference, wrapper=reference_wrapper)
+        run_reference, reference_name = torch_reference.run, torch_reference.name
+    except OnnxportError as error:  # no torch, or the source is gone: say so, don't crash
         skipped.append(f"PyTorch parity: {error}")
     shapes = []
     onnx_results = []
@@ -279,36 +281,6 @@ def _sentence_transformers_check(art: Artifact, model: OnnxModel, encoder: TextE
     passed = measured["min_cosine"] >= ST_MIN_COSINE and measured["max_abs_diff"] <= atol
     return CheckResult("sentence-transformers encode", "sentence_embedding", passed, measured, limits,
                        _short(texts[worst]), list(got.shape))
-
-
-def _torch_reference(art: Artifact, reference, reference_wrapper) -> tuple[Callable, str]:
-    """A function arrays -> {output: np.ndarray} running the PyTorch model."""
-    import torch
-
-    wrapper = reference_wrapper
-    name = "pytorch (in-memory module)"
-    if wrapper is None:
-        from .exporter import build_wrapper
-        from .sources import load_source
-
-        path = reference or art.manifest.get("source", {}).get("path")
-        if not path:
-            raise InputError("the artifact came from an in-memory module; pass --reference MODEL_FOLDER")
-        if not Path(path).exists():
-            raise InputError(f"the source model {path} is gone; pass --reference MODEL_FOLDER")
-        source = load_source(path, task=art.task, allow_pickle=True)
-        wrapper, _, _, _ = build_wrapper(source, art.spec)
-        name = f"pytorch ({path})"
-    input_names = [i.name for i in art.inputs]
-    dtype = torch.int32 if art.spec.int32_inputs else torch.int64
-    output_names = [o.name for o in art.outputs]
-
-    def run(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            results = wrapper(*[torch.as_tensor(arrays[n]).to(dtype) for n in input_names])
-        return {n: r.detach().cpu().numpy() for n, r in zip(output_names, results)}
-
-    return run, name
 
 
 # ---------------------------------------------------------------- quality (int8 / fp16)

@@ -1,0 +1,270 @@
+"""What users call every day: embeddings, entities and labels from an artifact.
+
+`load(artifact)` returns the pipeline for the artifact's task. Each pipeline tokenizes
+once, sorts texts by length so every batch is padded only to its own longest text, runs
+the ONNX model (or, with backend="torch", the PyTorch source through the same wrapper),
+and restores input order. No torch on the ONNX path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .artifact import MODEL_FILE, Artifact
+from .errors import ArtifactError, InputError
+from .runtime import OnnxModel, TextEncoder
+from .spec import Task
+
+log = logging.getLogger("onnxport")
+
+MODEL_FILES = {"fp32": MODEL_FILE, "opt": "model.opt.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+AGGREGATIONS = ("simple", "first", "max", "average")
+
+
+def choose_model_file(artifact: Artifact, model: str) -> str:
+    """'auto': verified int8, else verified opt, else fp32. Otherwise the named file."""
+    if model == "auto":
+        for kind in ("int8", "opt"):
+            name = MODEL_FILES[kind]
+            if (artifact.path / name).exists() and artifact.verified(name):
+                return name
+        return MODEL_FILE
+    if model not in MODEL_FILES:
+        raise InputError(f"unknown model '{model}'; choose auto, {', '.join(MODEL_FILES)}")
+    name = MODEL_FILES[model]
+    if not (artifact.path / name).exists():
+        hint = "onnxport quantize" if model == "int8" else "onnxport optimize"
+        raise ArtifactError(f"{artifact.path} has no {name}; create it with `{hint} {artifact.path}` or use model='auto'")
+    return name
+
+
+def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
+         threads: int | None = None, backend: str = "onnx", truncate: bool = True) -> "Pipeline":
+    """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier)."""
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    if backend not in ("onnx", "torch"):
+        raise InputError(f"unknown backend '{backend}'; choose onnx or torch")
+    model_file = choose_model_file(art, model) if backend == "onnx" else MODEL_FILE
+    report = art.files.get(model_file, {}).get("verification")
+    if backend == "onnx" and report is not None and not report.get("passed"):
+        warnings.warn(f"{model_file} in {art.path} FAILED verification; its outputs may be wrong "
+                      f"(see `onnxport verify {art.path}`)", stacklevel=2)
+    if backend == "onnx":
+        runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
+        log.info("onnxport: using %s (%s) on %s", model_file, art.files.get(model_file, {}).get("kind", "fp32"),
+                 ", ".join(runner.session.get_providers()))
+    else:
+        from .torch_backend import TorchReference
+
+        runner = TorchReference(art)
+    cls = {
+        Task.SENTENCE_EMBEDDING: Embedder,
+        Task.FEATURE_EXTRACTION: Embedder,
+        Task.TOKEN_CLASSIFICATION: TokenClassifier,
+        Task.SEQUENCE_CLASSIFICATION: SequenceClassifier,
+    }.get(art.task)
+    if cls is None:
+        raise ArtifactError(f"task {art.task.value} has no pipeline; run the graph with onnxport.runtime.OnnxModel")
+    return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate)
+
+
+class Pipeline:
+    """Shared machinery: validation, length-sorted batching, order restoring."""
+
+    def __init__(self, artifact: Artifact, runner, *, model_file: str, backend: str, truncate: bool = True):
+        self.artifact = artifact
+        self.runner = runner
+        self.model_file = model_file
+        self.backend = backend
+        self.truncate = truncate
+        self.encoder = TextEncoder.for_artifact(artifact)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.artifact.path)!r}, model_file={self.model_file!r}, backend={self.backend!r})"
+
+    def _texts(self, texts: Sequence[str] | str) -> list[str]:
+        if isinstance(texts, str):
+            raise InputError("pass a list of texts (for one text: [text])")
+        texts = list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
+        return texts
+
+    def run_batches(self, texts: list[str], batch_size: int):
+        """Yield (indices, encodings, arrays, outputs) per length-sorted batch."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        encodings = self.encoder.tokenize(texts, truncate=self.truncate)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        step = batch_size if not self.encoder.fixed_length else self.artifact.spec.static_shape[0]
+        for start in range(0, len(order), step):
+            indices = order[start:start + step]
+            batch = [encodings[i] for i in indices]
+            real = len(batch)
+            if self.encoder.fixed_length and real < step:  # a static graph wants exactly `step` rows
+                batch = batch + [batch[-1]] * (step - real)
+            arrays = self.encoder.pad(batch)
+            outputs = self.runner.run(arrays)
+            yield indices, batch[:real], {k: v[:real] for k, v in arrays.items()}, \
+                {k: v[:real] for k, v in outputs.items()}
+
+
+class Embedder(Pipeline):
+    """Sentence vectors (and per-token vectors) from embedding or feature-extraction artifacts."""
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens."""
+        texts = self._texts(texts)
+        dim = self._dim()
+        result = np.zeros((len(texts), dim), dtype=np.float32)
+        for indices, _, arrays, outputs in self.run_batches(texts, batch_size):
+            if self.artifact.task is Task.SENTENCE_EMBEDDING:
+                result[indices] = outputs["sentence_embedding"]
+            else:
+                weights = arrays["attention_mask"][..., None].astype(np.float32)
+                hidden = outputs["last_hidden_state"]
+                result[indices] = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        return result
+
+    def token_embeddings(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+        """One [tokens, hidden] array per text, without padding (special tokens included)."""
+        texts = self._texts(texts)
+        name = "token_embeddings" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
+        result: list[Any] = [None] * len(texts)
+        for indices, _, arrays, outputs in self.run_batches(texts, batch_size):
+            for row, index in enumerate(indices):
+                result[index] = outputs[name][row][arrays["attention_mask"][row].astype(bool)]
+        return result
+
+    def _dim(self) -> int:
+        name = "sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
+        return int(next(o for o in self.artifact.outputs if o.name == name).dims[-1])
+
+
+class TokenClassifier(Pipeline):
+    """Entities (label, text, start, end, score) from a token-classification artifact."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = self.artifact.labels or {}
+        if not self.labels:
+            raise ArtifactError(f"{self.artifact.path} has no labels.json; re-export the token classifier")
+
+    def extract(self, text_or_texts: str | Sequence[str], aggregation: str = "simple",
+                batch_size: int = 32) -> list[dict] | list[list[dict]]:
+        if aggregation not in AGGREGATIONS:
+            raise InputError(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
+        single = isinstance(text_or_texts, str)
+        texts = [text_or_texts] if single else self._texts(text_or_texts)
+        result: list[Any] = [None] * len(texts)
+        for indices, encodings, _, outputs in self.run_batches(texts, batch_size):
+            logits = outputs["logits"]
+            for row, (index, encoding) in enumerate(zip(indices, encodings)):
+                probabilities = _softmax(logits[row, : len(encoding.ids)])
+                result[index] = decode_entities(texts[index], encoding, probabilities, self.labels, aggregation)
+        return result[0] if single else result
+
+    def extract_dict(self, text: str, aggregation: str = "first") -> dict[str, str | list[str]]:
+        """{label: text} (a list when a label occurs more than once), e.g. {"SRC": "Bangalore"}."""
+        found: dict[str, list[str]] = {}
+        for entity in self.extract(text, aggregation=aggregation):
+            found.setdefault(entity["label"], []).append(entity["text"])
+        return {label: values[0] if len(values) == 1 else values for label, values in found.items()}
+
+
+class SequenceClassifier(Pipeline):
+    """Labels with scores: softmax, or sigmoid for multi-label models."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = self.artifact.labels or {}
+        config_file = self.artifact.path / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        self.multi_label = config.get("problem_type") == "multi_label_classification"
+
+    def classify(self, text_or_texts: str | Sequence[str], top_k: int = 1,
+                 batch_size: int = 32) -> list[dict] | list[list[dict]]:
+        single = isinstance(text_or_texts, str)
+        texts = [text_or_texts] if single else self._texts(text_or_texts)
+        if top_k < 1:
+            raise InputError(f"top_k must be at least 1, not {top_k}")
+        result: list[Any] = [None] * len(texts)
+        for indices, _, _, outputs in self.run_batches(texts, batch_size):
+            logits = outputs["logits"].astype(np.float64)
+            scores = 1 / (1 + np.exp(-logits)) if self.multi_label else _softmax(logits)
+            for row, index in enumerate(indices):
+                best = np.argsort(-scores[row], kind="stable")[:top_k]
+                result[index] = [{"label": self.labels.get(int(i), str(int(i))), "score": float(scores[row, i])}
+                                 for i in best]
+        return result[0] if single else result
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _split_tag(label: str) -> tuple[str, str]:
+    """'B-SRC' -> ('B', 'SRC'); 'O' -> ('O', ''); a plain 'SRC' counts as inside an entity."""
+    if label == "O":
+        return "O", ""
+    if len(label) > 2 and label[1] in "-_" and label[0] in "BIES":
+        return label[0], label[2:]
+    return "I", label
+
+
+def decode_entities(text: str, encoding, probabilities: np.ndarray, labels: dict[int, str],
+                    aggregation: str) -> list[dict]:
+    """Turn per-token probabilities into entity spans over `text`.
+
+    simple: token level, like transformers' pipeline: B- starts an entity, I- of the same
+    type continues it. first/max/average: one label per word (from its first token, its
+    most confident token, or the mean of its tokens' probabilities), then the same grouping,
+    so a word split into several tokens is never cut in two.
+    """
+    offsets = encoding.offsets
+    special = encoding.special_tokens_mask
+    units = []  # (start, end, probabilities) per token or per word
+    if aggregation == "simple":
+        units = [(offsets[i][0], offsets[i][1], probabilities[i]) for i in range(len(offsets))
+                 if not special[i] and offsets[i][1] > offsets[i][0]]
+        scored = [(start, end, int(p.argmax()), float(p.max())) for start, end, p in units]
+    else:
+        words: dict[int, list[int]] = {}
+        for i, word in enumerate(encoding.word_ids):
+            if word is not None and not special[i] and offsets[i][1] > offsets[i][0]:
+                words.setdefault(word, []).append(i)
+        scored = []
+        for tokens in words.values():
+            if aggregation == "first":
+                p = probabilities[tokens[0]]
+            elif aggregation == "max":
+                p = probabilities[max(tokens, key=lambda t: probabilities[t].max())]
+            else:
+                p = probabilities[tokens].mean(axis=0)
+            scored.append((offsets[tokens[0]][0], offsets[tokens[-1]][1], int(p.argmax()), float(p.max())))
+    entities: list[dict] = []
+    current = None
+    for start, end, label_id, score in scored:
+        prefix, kind = _split_tag(labels.get(label_id, "O"))
+        if prefix == "O":
+            current = None
+            continue
+        if current is not None and prefix in ("I", "E") and kind == current["label"]:
+            current["end"] = end
+            current["scores"].append(score)
+        else:
+            current = {"label": kind, "start": start, "end": end, "scores": [score]}
+            entities.append(current)
+        if prefix in ("E", "S"):
+            current = None
+    return [{"label": e["label"], "text": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"],
+             "score": float(np.mean(e["scores"]))} for e in entities]
