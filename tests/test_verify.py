@@ -451,9 +451,9 @@ def _check_quality_report(report: dict, texts, expected) -> None:
     overlap = checks["top-10 neighbour overlap"]["measured"]["top10_overlap"]
     assert overlap == pytest.approx(expected["top10_overlap"], abs=1 / (10 * len(texts)) + 1e-9)
     # Verdicts follow the documented limits (mean >= 0.995, min >= 0.98, overlap >= 0.8).
-    assert checks["cosine to fp32"]["passed"] is (expected["mean_cosine"] >= 0.995 and expected["min_cosine"] >= 0.98)
-    assert checks["top-10 neighbour overlap"]["passed"] is (expected["top10_overlap"] >= 0.8)
-    assert report["passed"] is all(c["passed"] for c in report["checks"])
+    assert checks["cosine to fp32"]["passed"] == (expected["mean_cosine"] >= 0.995 and expected["min_cosine"] >= 0.98)
+    assert checks["top-10 neighbour overlap"]["passed"] == (expected["top10_overlap"] >= 0.8)
+    assert report["passed"] == all(c["passed"] for c in report["checks"])
 
 
 def test_int8_quality_mode_python_api(int8_artifact, int8_setup):
@@ -462,7 +462,10 @@ def test_int8_quality_mode_python_api(int8_artifact, int8_setup):
     data = report.to_dict()
     _check_quality_report(data, texts, expected)
     assert report.passed is data["passed"]
-    json.dumps(data)  # a report is plain data: it must serialize (it goes into the manifest)
+    # A report is plain data: verdicts are Python bools and it serializes to JSON (it goes
+    # into the manifest and out through --json).
+    assert [type(c["passed"]) for c in data["checks"]] == [bool] * len(data["checks"])
+    json.dumps(data)
 
 
 def test_int8_quality_mode_cli(int8_artifact, int8_setup):

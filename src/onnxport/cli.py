@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import OnnxportError
+from .errors import InputError, OnnxportError
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -251,7 +251,10 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
     pipeline = load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                     threads=threads, backend=backend)
     console.print(f"[dim]{pipeline.model_file} ({backend}), {len(rows)} texts[/]")
-    run = getattr(pipeline, method)
+    run = getattr(pipeline, method, None)
+    if run is None:
+        raise InputError(f"{artifact} is a {pipeline.artifact.task.value} artifact; `onnxport {_COMMANDS[method]}` "
+                         f"needs {_TASKS[method]}")
     texts = [row.text for row in rows]
     chunk = max(batch_size * 8, 256)
     results: list = []
@@ -263,6 +266,11 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
             if progress:
                 progress.update(task, advance=len(part))
     write_results(rows, results, output)
+
+
+_COMMANDS = {"embed": "embed", "extract": "ner", "classify": "classify"}
+_TASKS = {"embed": "a sentence-embedding or feature-extraction artifact",
+          "extract": "a token-classification artifact", "classify": "a sequence-classification artifact"}
 
 
 def _as_records(method: str, part):

@@ -1,0 +1,130 @@
+"""`onnxport embed|ner|classify`: every input and output format round-trips, ids and
+order are kept, and a bad row is reported with its line number."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import onnxport
+from onnxport.cli import main
+
+TEXTS = ["AC sleeper bus from Bangalore to Mumbai tomorrow", "hello world", "東京は日本の首都です。", ""]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def expected_vectors(minilm_artifact):
+    return onnxport.load(minilm_artifact).embed(TEXTS)
+
+
+def test_embed_text_arguments_to_stdout(minilm_artifact, expected_vectors):
+    result = invoke("embed", minilm_artifact, *TEXTS[:3])
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert [r["id"] for r in records] == [0, 1, 2]
+    assert [r["text"] for r in records] == TEXTS[:3]
+    np.testing.assert_allclose(np.array([r["embedding"] for r in records]), expected_vectors[:3], atol=1e-6)
+
+
+def test_embed_txt_file_to_npy(tmp_path, minilm_artifact, expected_vectors):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS[:3]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    assert invoke("embed", minilm_artifact, source, "-o", out).exit_code == 0
+    np.testing.assert_allclose(np.load(out), expected_vectors[:3], atol=1e-6)
+
+
+def test_embed_jsonl_with_ids_to_parquet(tmp_path, minilm_artifact, expected_vectors):
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps({"id": f"doc-{i}", "body": t}, ensure_ascii=False)
+                                for i, t in enumerate(TEXTS)) + "\n", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    result = invoke("embed", minilm_artifact, source, "--text-field", "body", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pydict()
+    assert table["id"] == [f"doc-{i}" for i in range(len(TEXTS))]
+    np.testing.assert_allclose(np.array(table["embedding"]), expected_vectors, atol=1e-6)
+
+
+def test_embed_csv_and_stdin(tmp_path, minilm_artifact, expected_vectors):
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n7,"hello world"\n9,"AC sleeper bus from Bangalore to Mumbai tomorrow"\n',
+                      encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert invoke("embed", minilm_artifact, source, "-o", out).exit_code == 0
+    records = jsonl(out.read_text(encoding="utf-8"))
+    assert [r["id"] for r in records] == [7, 9] or [r["id"] for r in records] == ["7", "9"]
+    np.testing.assert_allclose(np.array(records[1]["embedding"]), expected_vectors[0], atol=1e-6)
+    piped = invoke("embed", minilm_artifact, input="hello world\n")
+    np.testing.assert_allclose(np.array(jsonl(piped.stdout)[0]["embedding"]), expected_vectors[1], atol=1e-6)
+
+
+def test_bad_row_is_reported_with_its_line_and_skippable(tmp_path, minilm_artifact):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine"}\n{"txt": "no text field"}\n{"text": "also fine"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    failed = invoke("embed", minilm_artifact, source, "-o", out)
+    assert failed.exit_code == 2 and "line 2" in failed.output and "--skip-bad" in failed.output
+    assert not out.exists()
+    skipped = invoke("embed", minilm_artifact, source, "-o", out, "--skip-bad")
+    assert skipped.exit_code == 0 and "line 2" in skipped.output
+    assert [r["text"] for r in jsonl(out.read_text())] == ["fine", "also fine"]
+
+
+def test_unknown_output_suffix_fails_before_running(tmp_path, minilm_artifact):
+    result = invoke("embed", minilm_artifact, "x", "-o", tmp_path / "out.xlsx")
+    assert result.exit_code == 2 and ".jsonl" in result.output
+
+
+@pytest.fixture(scope="module")
+def ner_artifact_random(tmp_path_factory, tiny_token_classifier_folder):
+    out = tmp_path_factory.mktemp("ner-cli") / "artifact"
+    onnxport.export(tiny_token_classifier_folder, out=out)
+    return out
+
+
+def test_ner_and_classify_round_trip(tmp_path, ner_artifact_random):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS[:3]) + "\n", encoding="utf-8")
+    out = tmp_path / "ner.jsonl"
+    result = invoke("ner", ner_artifact_random, source, "-o", out, "--aggregation", "first")
+    assert result.exit_code == 0, result.output
+    expected = onnxport.load(ner_artifact_random).extract(TEXTS[:3], aggregation="first")
+    records = jsonl(out.read_text(encoding="utf-8"))
+    assert [r["entities"] for r in records] == json.loads(json.dumps(expected))
+    wrong = invoke("classify", ner_artifact_random, "x")
+    assert wrong.exit_code == 2 and "classify" in wrong.output
+
+
+def test_classify_to_parquet(tmp_path, tiny_bert_folder, wordpiece_tokenizer):
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from conftest import save_tiny_model, tiny_bert_config
+
+    torch.manual_seed(2)
+    config = tiny_bert_config(num_labels=2, id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1})
+    folder = save_tiny_model(tmp_path / "cls", BertForSequenceClassification(config).eval(), wordpiece_tokenizer)
+    artifact = tmp_path / "artifact"
+    onnxport.export(folder, out=artifact)
+    out = tmp_path / "labels.parquet"
+    result = invoke("classify", artifact, *TEXTS[:3], "--top-k", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pydict()
+    expected = onnxport.load(artifact).classify(TEXTS[:3], top_k=2)
+    stored = [json.loads(v) if isinstance(v, str) else v for v in table["labels"]]
+    assert [[x["label"] for x in row] for row in stored] == [[x["label"] for x in row] for row in expected]
