@@ -369,8 +369,8 @@ def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInf
     for key, value in {"onnxport.task": task.value, "onnxport.version": __version__}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.producer_name = "onnxport"
-    model.producer_version = __version__
+    # producer_name stays the exporter's ("pytorch"): onnxruntime's transformer optimizer
+    # reads it to recognise the graph; onnxport identifies itself in metadata_props.
     weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
     external = weights > external_data_threshold
     for leftover in path.parent.glob(path.name + "*"):
