@@ -395,7 +395,9 @@ def test_export_matches_pytorch(arch: Arch, task: str, model_folder, tmp_path):
     # Inputs: exactly the ones the architecture uses.
     expected_inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if arch.token_type_ids else [])
     session = OnnxModel(artifact.model_path())
-    assert sorted(session.input_types) == sorted(expected_inputs)
+    assert sorted(session.input_types) == sorted(expected_inputs), (
+        f"{arch.name}: graph inputs {sorted(session.input_types)}, expected {sorted(expected_inputs)}"
+    )
     assert sorted(i["name"] for i in manifest["inputs"]) == sorted(expected_inputs)
     for info in manifest["inputs"]:
         assert info["dims"] == ["batch", "sequence"] and info["dtype"] == "int64", info
@@ -422,7 +424,8 @@ def test_export_matches_pytorch(arch: Arch, task: str, model_folder, tmp_path):
         batch, length = arrays["input_ids"].shape
         # The shapes must really exercise the dynamic axes and the padding.
         assert batch == len(texts) and batch != 2
-        assert length != dummy_length and length <= manifest["tokenizer"]["max_length"]
+        assert length != dummy_length, f"length {length} is the export dummy's; pick other texts"
+        assert length <= manifest["tokenizer"]["max_length"]
         assert (arrays["attention_mask"] == 0).any(), "no padding in this batch"
         assert (arrays["input_ids"] < reference.config.vocab_size).all()
         seen_shapes.add((batch, length))

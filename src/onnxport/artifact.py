@@ -128,3 +128,47 @@ def staging_dir(out: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+# Protobuf cannot serialize more than 2 GiB; above this the weights go to NAME.data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def save_onnx(model, path: Path, *, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[Path]:
+    """Save a ModelProto to `path` atomically (temp name, then rename), with its weights in
+    `path.data` when they are too large for one protobuf. Returns the files written."""
+    import onnx
+
+    path = Path(path)
+    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+    external = weights > external_data_threshold
+    temp = path.with_name(f".{path.name}.partial")
+    data_name = path.name + ".data"
+    try:
+        if external:
+            # The data file name is recorded inside the model, so it must be the final name.
+            onnx.save_model(model, str(temp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(temp))
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+    if not external and (path.parent / data_name).exists():
+        (path.parent / data_name).unlink()
+    return [path] + ([path.parent / data_name] if external else [])
+
+
+def file_facts(paths: list[Path]) -> dict:
+    """sha256 and size of a model file plus its external data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return {"sha256": digest.hexdigest(), "size_bytes": sum(p.stat().st_size for p in paths),
+            "external_data": [p.name for p in paths[1:]]}

@@ -8,20 +8,18 @@ artifact beside OUT, verify it there, and only then rename it to OUT.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__, opsets
-from .artifact import LABELS_FILE, MODEL_FILE, Artifact, check_output_dir, staging_dir, write_manifest
+from .artifact import (EXTERNAL_DATA_THRESHOLD, LABELS_FILE, MODEL_FILE, Artifact, check_output_dir, file_facts,
+                       save_onnx, staging_dir, write_manifest)
 from .errors import ExportError, InputError, OnnxportError
 from .sources import Source, load_source, max_length_for
 from .spec import BATCH_AXIS, SEQUENCE_AXIS, Exporter, ExportSpec, Pooling, Task, TensorInfo
 
-# Protobuf cannot serialize more than 2 GiB; above this the weights go to model.onnx.data.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _DUMMY_TEXTS = ("onnxport builds this dummy batch to trace the model once", "short one")
 _SEQUENCE_OUTPUTS = {"last_hidden_state", "token_embeddings"}
@@ -203,13 +201,12 @@ def choose_inputs(source: Source, spec: ExportSpec) -> tuple[list[str], bool]:
         )
     names = [name for name in ("input_ids", "attention_mask") if name in params]
     takes_types = "token_type_ids" in params
-    tokenizer_gives_types = "token_type_ids" in getattr(source.tokenizer, "model_input_names", ())
     type_vocab = getattr(source.config, "type_vocab_size", 2) if source.config is not None else 2
     if spec.token_type_ids and not takes_types:
         raise ExportError(f"{type(source.module).__name__} takes no token_type_ids; drop --token-type-ids")
-    keep = takes_types and spec.token_type_ids is not False and (
-        spec.token_type_ids or (tokenizer_gives_types and (type_vocab or 0) > 1)
-    )
+    # Go by the model, not the tokenizer's model_input_names: ALBERT's tokenizer omits
+    # token_type_ids although the model has two segment types and pairs need them.
+    keep = takes_types and spec.token_type_ids is not False and (spec.token_type_ids or (type_vocab or 0) > 1)
     if keep:
         names.append("token_type_ids")
     zero_types = takes_types and not keep and (spec.token_type_ids is False or "token_type_ids" in required)
@@ -371,35 +368,17 @@ def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInf
         entry.key, entry.value = key, value
     # producer_name stays the exporter's ("pytorch"): onnxruntime's transformer optimizer
     # reads it to recognise the graph; onnxport identifies itself in metadata_props.
-    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
-    external = weights > external_data_threshold
-    for leftover in path.parent.glob(path.name + "*"):
-        leftover.unlink()
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-        onnx.checker.check_model(str(path))
-    else:
-        onnx.checker.check_model(model, full_check=True)
-        onnx.save_model(model, str(path))
-    files = [path] + ([path.with_name(path.name + ".data")] if external else [])
+    for leftover in path.parent.iterdir():  # per-tensor files a large TorchScript export leaves
+        if leftover != path:
+            leftover.unlink()
+    files = save_onnx(model, path, external_data_threshold=external_data_threshold)
+    onnx.checker.check_model(str(path), full_check=True)
     return {
         "opset": graph_opset,
         "ir_version": model.ir_version,
-        "external_data": [f.name for f in files[1:]],
-        "size_bytes": sum(f.stat().st_size for f in files),
-        "sha256": _sha256(files),
         "min_onnxruntime": opsets.min_ort_for(model.ir_version, graph_opset),
+        **file_facts(files),
     }
-
-
-def _sha256(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_artifact_files(staging: Path, source: Source, spec: ExportSpec, inputs, outputs, model_info: dict,

@@ -30,7 +30,7 @@ QUALITY_DEFAULTS = {
     "label_agreement": 0.99,
     "entity_f1": 0.95,
 }
-QUALITY_KINDS = {"int8", "fp16", "quantized"}
+QUALITY_KINDS = {"int8", "fp16", "opt-approx"}
 
 
 @dataclasses.dataclass

@@ -1,0 +1,86 @@
+"""Fuse an artifact's encoder with onnxruntime's transformer optimizer (file -> file).
+
+Levels: `fused` (Attention, SkipLayerNormalization, EmbedLayerNormalization, BiasGelu; exact),
+`fused-gelu-approx` (also FastGelu's tanh approximation; slightly inexact), and `fp16`
+(fused, then float16 weights and compute with fp32 inputs/outputs, meant for GPUs).
+Writes model.opt.onnx or model.fp16.onnx into the artifact and verifies it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from .artifact import MODEL_FILE, Artifact, file_facts, save_onnx, write_manifest
+from .errors import ArtifactError, InputError
+
+LEVELS = ("fused", "fused-gelu-approx", "fp16")
+OUTPUT_FILES = {"fused": "model.opt.onnx", "fused-gelu-approx": "model.opt.onnx", "fp16": "model.fp16.onnx"}
+# Ops that lose too much in float16 and stay fp32 (normalizations and softmax-like reductions
+# are handled inside onnxruntime's fused kernels; these are the standalone ones).
+FP16_KEEP_FP32 = ["ReduceSum", "ReduceMean", "Sqrt", "Div", "Pow", "Softmax", "LayerNormalization"]
+
+
+def fused_op_counts(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain == "com.microsoft":
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True, texts=None):
+    """Write the optimized model into the artifact; returns (file name, fused op counts, report)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    if level not in LEVELS:
+        raise InputError(f"unknown level '{level}'; choose one of {', '.join(LEVELS)}")
+    if level == "fp16" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        warnings.warn("fp16 is meant for GPUs: this onnxruntime has no CUDA provider, and on CPU an fp16 model "
+                      "runs slower than fp32; the file is written and verified anyway", RuntimeWarning, stacklevel=2)
+    config = _model_config(art)
+    options = FusionOptions("bert")
+    options.enable_gelu_approximation = level == "fused-gelu-approx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimizer.optimize_model(
+            str(art.model_path(MODEL_FILE)), model_type="bert", num_heads=config.get("num_attention_heads", 0),
+            hidden_size=config.get("hidden_size", 0), optimization_options=options, opt_level=0,
+        )
+        if level == "fp16":
+            optimized.convert_float_to_float16(keep_io_types=True, op_block_list=FP16_KEEP_FP32)
+    model = optimized.model
+    counts = fused_op_counts(model)
+    if counts and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        # The optimizer inserts contrib ops without declaring their domain; the checker wants it.
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    name = OUTPUT_FILES[level]
+    onnx.checker.check_model(model if model.ByteSize() < 2**31 - 1 else str(art.model_path()), full_check=False)
+    files = save_onnx(model, art.path / name)
+    # The tanh GELU approximation is not exact, so like fp16 it is judged by quality.
+    kind = {"fused": "opt", "fused-gelu-approx": "opt-approx", "fp16": "fp16"}[level]
+    art.files[name] = {"kind": kind, "level": level, "fused_ops": counts,
+                       "source_file": MODEL_FILE, "verification": None, **file_facts(files)}
+    write_manifest(art.path, art.manifest)
+    report = None
+    if verify:
+        from .verification import verify as run_verify
+
+        report = run_verify(art, model_file=name, texts=texts)
+    return name, counts, report
+
+
+def _model_config(art: Artifact) -> dict:
+    config_file = art.path / "config.json"
+    if not config_file.exists():
+        raise ArtifactError(f"{config_file} is missing; the optimizer needs the model's heads and hidden size")
+    config = json.loads(config_file.read_text())
+    # DistilBERT names them differently.
+    config.setdefault("num_attention_heads", config.get("n_heads", 0))
+    config.setdefault("hidden_size", config.get("dim", 0))
+    return config
