@@ -92,11 +92,15 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     """Replace the manifest atomically (write a temp file, then rename)."""
     target = Path(folder) / MANIFEST
     handle, temp = tempfile.mkstemp(dir=folder, prefix=".onnxport.", suffix=".json")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(manifest, stream, indent=2, sort_keys=False)
-        stream.write("\n")
-    os.chmod(temp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-    os.replace(temp, target)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(manifest, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+        os.chmod(temp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
 
 
 def check_output_dir(out: Path, *, force: bool) -> None:
