@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import InputError, OnnxportError
+from .errors import InputError, OnnxportError, ParityError
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -78,9 +78,15 @@ def main() -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify the export against PyTorch.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Texts to verify with (one per line or JSONL).")
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance.")
+@click.option("--hierarchy/--no-hierarchy", default=True, show_default=True,
+              help="Tag every node with its PyTorch module (node metadata) and write hierarchy.json.")
+@click.option("--optimize", "optimize_after", is_flag=True, help="Also write the fused model.opt.onnx.")
+@click.option("--quantize", "quantize_after", is_flag=True,
+              help="Also write the accuracy-guarded model.int8.onnx (fuses first, as --optimize).")
 @reports_errors
 def export(model, out, task, pooling, normalize, opset, target_ort, exporter, int32, token_type_ids, static_shape,
-           output_names, allow_pickle, trust_remote_code, force, verify, texts, atol):
+           output_names, allow_pickle, trust_remote_code, force, verify, texts, atol, hierarchy, optimize_after,
+           quantize_after):
     """Export a model to a verified ONNX artifact directory."""
     from .exporter import export as run_export
     from .texts import read_texts
@@ -94,6 +100,7 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
             exporter=exporter, int32=int32, token_type_ids=token_type_ids, static_shape=static_shape,
             output_names=output_names.split(",") if output_names else None, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code, force=force, verify=verify, texts=verify_texts, atol=atol,
+            hierarchy=hierarchy,
             progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}"),
         )
     except OnnxportError as error:
@@ -103,7 +110,30 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
             _print_report(Artifact(out).files["model.onnx"]["verification"])
         raise
     _print_summary(artifact)
+    if optimize_after or quantize_after:
+        say = lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}")  # noqa: E731
+        _optimize_and_quantize(artifact, quantize_after, verify, verify_texts, say)
     console.print(f"[green]done[/] in {time.perf_counter() - started:.1f}s: {out}")
+
+
+def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, say) -> None:
+    """`export --optimize/--quantize`: fuse, then quantize the fused file (onnxruntime's advice for
+    transformers: quantize after fusion, so Attention becomes one quantized op)."""
+    from .optimize import optimize as run_optimize
+    from .quantize import quantize as run_quantize
+
+    say("fusing transformer ops")
+    name, counts, report = run_optimize(artifact, level="fused", verify=verify, texts=texts)
+    _print_fusion(name, counts, report)
+    if report is not None and not report.passed:
+        raise ParityError(f"{name} failed verification, so it was not quantized; see `onnxport verify "
+                          f"{artifact.path} --model-file {name}`")
+    if quantize_after:
+        say("quantizing to int8 (accuracy-guarded)")
+        entry = run_quantize(artifact, input_file=name, texts=texts)
+        _print_quantization(entry)
+        if not entry["verification"]["passed"]:
+            raise ParityError("model.int8.onnx misses its quality targets (see the table above)")
 
 
 def _dims(dims: list) -> str:
@@ -173,11 +203,15 @@ def _print_report(report: dict) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--hierarchy", is_flag=True, help="Show the PyTorch module tree: nodes, op types, parameters.")
+@click.option("--depth", type=click.IntRange(min=0), help="With --hierarchy: deepest module level to list.")
 @reports_errors
-def inspect(path, as_json):
+def inspect(path, as_json, hierarchy, depth):
     """Show what is inside a .onnx file or an artifact, without running it."""
     from .graph import inspect as run_inspect
 
+    if hierarchy:
+        return _inspect_hierarchy(path, depth, as_json)
     info = run_inspect(path)
     if as_json:
         stdout.print_json(json.dumps(info))
@@ -216,6 +250,148 @@ def _print_inspection(info: dict) -> None:
         stdout.print("metadata: " + ", ".join(f"{k}={v}" for k, v in model["metadata"].items()))
     for tool, result in model["loads"].items():
         stdout.print(f"{tool}: " + ("[green]loads[/]" if result["ok"] else f"[red]fails[/]: {result['error']}"))
+
+
+def _targets(ctx, param, values) -> dict[str, float]:
+    from .verification import QUALITY_DEFAULTS
+
+    targets = {}
+    for value in values:
+        key, _, number = value.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in QUALITY_DEFAULTS:
+            raise click.BadParameter(f"unknown metric '{key}'; choose from {', '.join(QUALITY_DEFAULTS)}")
+        try:
+            targets[key] = float(number)
+        except ValueError:
+            raise click.BadParameter(f"write it as METRIC=NUMBER, for example mean_cosine=0.995") from None
+    return targets
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--level", type=click.Choice(["fused", "fused-gelu-approx", "fp16"]), default="fused",
+              show_default=True, help="fused: exact fusions; fused-gelu-approx: also tanh GELU; fp16: for GPUs.")
+@click.option("--texts", type=click.Path(path_type=Path), help="Texts to verify with (one per line or JSONL).")
+@click.option("--verify/--no-verify", default=True, show_default=True)
+@reports_errors
+def optimize(artifact, level, texts, verify):
+    """Fuse the encoder's ops (Attention, SkipLayerNorm, ...) into model.opt.onnx and verify it."""
+    from .optimize import optimize as run_optimize
+    from .texts import read_texts
+
+    name, counts, report = run_optimize(artifact, level=level, verify=verify,
+                                        texts=read_texts(texts) if texts else None)
+    _print_fusion(name, counts, report)
+    if report is not None:
+        _print_report(report.to_dict())
+        sys.exit(0 if report.passed else 1)
+
+
+def _print_fusion(name: str, counts: dict, report) -> None:
+    fused = ", ".join(f"{op} {n}" for op, n in sorted(counts.items())) or "nothing fused"
+    status = "not verified" if report is None else ("verified" if report.passed else "FAILED verification")
+    console.print(f"{name}: {fused}; {status}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--mode", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="dynamic: activations quantized at run time; static: calibrated on texts.")
+@click.option("--isa", type=click.Choice(["avx512_vnni", "avx512", "avx2", "arm64", "generic"]),
+              help="CPU instruction set to quantize for [default: detected].")
+@click.option("--texts", type=click.Path(path_type=Path),
+              help="Texts to calibrate and measure quality on (one per line or JSONL) [default: built-in].")
+@click.option("--target", "targets", multiple=True, callback=_targets, metavar="METRIC=VALUE",
+              help="Quality target, e.g. mean_cosine=0.995, min_cosine=0.98, label_agreement=0.99 (repeatable).")
+@click.option("--guard/--no-guard", default=True, show_default=True,
+              help="Keep the most sensitive parts in float until the targets hold; --no-guard quantizes all.")
+@click.option("--input-file", help="Model file to quantize [default: model.opt.onnx when verified, else model.onnx].")
+@click.option("--exclude-modules", "exclude_modules", multiple=True, metavar="PATTERN",
+              help="Keep nodes of matching PyTorch modules in float (glob, repeatable).")
+@reports_errors
+def quantize(artifact, mode, isa, texts, targets, guard, input_file, exclude_modules):
+    """Write the int8 model.int8.onnx, accuracy-guarded, and report quality and speed-up."""
+    from .quantize import quantize as run_quantize
+    from .texts import read_texts
+
+    options = {"exclude_modules": exclude_modules} if exclude_modules else {}
+    entry = run_quantize(artifact, mode=mode, isa=isa, texts=read_texts(texts) if texts else None,
+                         targets=targets or None, guard=guard, input_file=input_file, **options)
+    _print_quantization(entry)
+    sys.exit(0 if entry["verification"]["passed"] else 1)
+
+
+def _print_quantization(entry: dict) -> None:
+    console.print(f"model.int8.onnx: {entry['mode']} int8 for {entry['isa']} (per-channel, "
+                  f"reduce_range {entry['reduce_range']}) from {entry['source_file']}; "
+                  f"{entry['quantized_units']} units int8, kept float: {', '.join(entry['float_units']) or 'none'}")
+    quality = ", ".join(f"{k}={v:.4f}" for k, v in entry["quality"].items() if k not in ("float_units", "passed"))
+    console.print(f"quality vs fp32: {quality}; speed-up vs {entry['source_file']}: {entry['speedup_vs_source']}x")
+    _print_report(entry["verification"])
+
+
+def _inspect_hierarchy(path, depth, as_json) -> None:
+    from .hierarchy import inspect_hierarchy
+
+    tree = inspect_hierarchy(path, depth)
+    if as_json:
+        stdout.print_json(json.dumps(tree))
+        return
+    table = Table(title=f"{tree['path']}: PyTorch modules", title_justify="left")
+    for column, justify in (("module", "left"), ("class", "left"), ("nodes", "right"), ("op types", "left"),
+                            ("params", "right")):
+        table.add_column(column, justify=justify)
+    for row in tree["modules"]:
+        ops = ", ".join(f"{op} {n}" for op, n in list(row["op_types"].items())[:4])
+        ops += ", ..." if len(row["op_types"]) > 4 else ""
+        table.add_row(escape("  " * row["depth"] + (row["module"] or "(root)")), row["class"], str(row["nodes"]),
+                      ops, f"{row['parameters']:,}")
+    stdout.print(table)
+    coverage = tree["coverage"]
+    glue = ", ".join(f"{op} {n}" for op, n in tree["glue_op_types"].items())
+    stdout.print(f"glue (no module): {tree['glue_nodes']} of {tree['nodes']} nodes" + (f" ({glue})" if glue else ""))
+    stdout.print(f"compute nodes with a module: {coverage['tagged_compute_nodes']} of {coverage['compute_nodes']} "
+                 f"({coverage['share']:.1%}); parameters in no single module: {tree['unowned_parameters']:,}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--model", "model_kind", type=click.Choice(["auto", "fp32", "opt", "int8"]), default="auto",
+              show_default=True, help="Which model file of the artifact.")
+@click.option("--texts", type=click.Path(path_type=Path),
+              help="Texts to run (one per line or JSONL) [default: 64 built-in texts of mixed length].")
+@click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Module level of the rows: 1 = embeddings/encoder, 3 = encoder.layer.N.attention.")
+@click.option("--merge-layers", is_flag=True, help="Add up repeated blocks: encoder.layer.*.attention.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Passes over the texts.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: physical cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (rows and per-node times).")
+@reports_errors
+def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat, threads, as_json):
+    """Where inference time goes per PyTorch module (onnxruntime's profiler on real batches)."""
+    from .profile import profile as run_profile
+    from .texts import read_texts
+
+    result = run_profile(artifact, model=model_kind, texts=read_texts(texts) if texts else None,
+                         batch_size=batch_size, repeat=repeat, threads=threads)
+    data = result.to_dict(depth, merge_layers)
+    if as_json:
+        stdout.print_json(json.dumps(data))
+        return
+    table = Table(title=f"{data['model_file']}: kernel time per module (depth {depth})", title_justify="left")
+    for column, justify in (("module", "left"), ("class", "left"), ("ms", "right"), ("share", "right"),
+                            ("top ops", "left")):
+        table.add_column(column, justify=justify)
+    for row in data["rows"]:
+        ops = ", ".join(f"{op} {ms / row['ms']:.0%}" for op, ms in list(row["ops"].items())[:3] if row["ms"])
+        table.add_row(escape(row["module"] or "(root)"), row["class"], f"{row['ms']:.1f}", f"{row['share']:.1%}",
+                      ops)
+    stdout.print(table)
+    stdout.print(f"{data['runs']} runs over {data['texts']} texts (batch {data['batch_size']}, {data['threads']} "
+                 f"threads): kernel time {data['kernel_ms']:.1f} ms = {data['kernel_share_of_wall']:.1%} of the "
+                 f"measured wall time {data['wall_ms']:.1f} ms (onnxruntime's own run time {data['session_ms']:.1f} ms)")
 
 
 def pipeline_options(command):
@@ -316,6 +492,44 @@ def ner(artifact, inputs, aggregation, **options):
 def classify(artifact, inputs, top_k, **options):
     """Labels with scores for texts."""
     _run_pipeline("classify", artifact, inputs, top_k=top_k, **options)
+
+
+def _bench_batch_sizes(ctx, param, value):
+    from .bench import parse_batch_sizes
+
+    if value is None:
+        return None
+    try:
+        return parse_batch_sizes(value)
+    except InputError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--texts", type=click.Path(path_type=Path),
+              help="Texts file (one per line or JSONL) [default: built-in length mix, seeded].")
+@click.option("--batch-sizes", callback=_bench_batch_sizes, metavar="1,8,32",
+              help="Comma-separated batch sizes [default: 1,8,32; with --quick 1,32].")
+@click.option("--against", multiple=True, type=click.Choice(["sentence-transformers"]),
+              help="Also measure SentenceTransformer.encode (embedding artifacts).")
+@click.option("-o", "--out", "report_dir", type=click.Path(path_type=Path), default=Path("bench-report"),
+              show_default=True, help="Directory for report.md, report.json and chart.png.")
+@click.option("--quick", is_flag=True, help="Fewer texts and runs, batch sizes 1,32: about a minute.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every contender [default: physical cores].")
+@reports_errors
+def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
+    """Measure the artifact's model files against PyTorch: speed, latency, memory, quality."""
+    from . import bench as benchmark
+
+    with benchmark.live_progress(console) as progress:
+        report = benchmark.bench(artifact, report_dir=report_dir, texts_file=texts, batch_sizes=batch_sizes,
+                                 against=against, quick=quick, threads=threads, progress=progress)
+    benchmark.print_report(report, stdout)
+    console.print(f"{'[yellow]partial[/] report' if report['partial'] else 'report'} in {report['seconds']:.0f}s: "
+                  + ", ".join(str(path) for path in report["files"].values()))
+    if report["partial"]:
+        sys.exit(130)  # interrupted (Ctrl-C), as a shell reports it
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,13 +49,15 @@ def export(
     texts: Sequence[str] | None = None,
     atol: float = 1e-4,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    hierarchy: bool = True,
     progress: Progress | None = None,
 ) -> Artifact:
     """Export `model` (folder, cached hub id, nn.Module, or None for all-MiniLM-L6-v2) to `out`.
 
     Returns the artifact. With `verify=True` (the default) the artifact's manifest holds
     the parity report; a failed verification raises ParityError after the artifact is
-    written, so the evidence stays on disk.
+    written, so the evidence stays on disk. With `hierarchy=True` every node carries its
+    PyTorch module in metadata_props and the artifact gets hierarchy.json (see hierarchy.py).
     """
     say = progress or (lambda message: None)
     out = Path(out)
@@ -84,9 +86,15 @@ def export(
             used = _export_with_fallback(wrapper, dummy, inputs, outputs, staging / MODEL_FILE, spec, say)
             if used is not spec.exporter:
                 spec = _replace(spec, exporter=used)
-            say("checking and stamping the graph")
+            say("checking and stamping the graph" + (", tagging module hierarchy" if hierarchy else ""))
+            modules = None
+            if hierarchy:
+                from .hierarchy import module_index
+
+                modules = module_index(wrapper, source.module)
             model_info = finalize_graph(staging / MODEL_FILE, inputs, outputs, opset=spec.opset, max_ir=max_ir,
-                                        task=spec.task, external_data_threshold=external_data_threshold)
+                                        task=spec.task, external_data_threshold=external_data_threshold,
+                                        hierarchy=modules)
             say("writing tokenizer, config and manifest")
             manifest = _write_artifact_files(staging, source, spec, inputs, outputs, model_info, target)
             artifact = Artifact(staging)
@@ -344,10 +352,13 @@ class _Discard:
 
 
 def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], *, opset: int, max_ir: int,
-                   task: Task, external_data_threshold: int) -> dict:
-    """Name dynamic dims, lower the IR version for old runtimes, check, and save (with
-    external data when large). Returns facts for the manifest."""
+                   task: Task, external_data_threshold: int, hierarchy=None) -> dict:
+    """Name dynamic dims, lower the IR version for old runtimes, tag nodes with their module
+    when given a `hierarchy.ModuleIndex`, check, and save (with external data when large).
+    Returns facts for the manifest."""
     import onnx
+
+    from . import hierarchy as module_tags
 
     model = onnx.load(str(path))
     declared = {i.name: i for i in inputs + outputs}
@@ -368,11 +379,15 @@ def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInf
         entry.key, entry.value = key, value
     # producer_name stays the exporter's ("pytorch"): onnxruntime's transformer optimizer
     # reads it to recognise the graph; onnxport identifies itself in metadata_props.
+    if hierarchy is not None:
+        module_tags.tag_exported(model, hierarchy)
     for leftover in path.parent.iterdir():  # per-tensor files a large TorchScript export leaves
         if leftover != path:
             leftover.unlink()
     files = save_onnx(model, path, external_data_threshold=external_data_threshold)
     onnx.checker.check_model(str(path), full_check=True)
+    if hierarchy is not None:
+        module_tags.write_sidecar(path.parent, path.name, model)
     return {
         "opset": graph_opset,
         "ir_version": model.ir_version,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .artifact import MODEL_FILE, Artifact, file_facts, save_onnx, write_manifest
 from .errors import ArtifactError, InputError
+from .hierarchy import carry_over, record
 
 LEVELS = ("fused", "fused-gelu-approx", "fp16")
 OUTPUT_FILES = {"fused": "model.opt.onnx", "fused-gelu-approx": "model.opt.onnx", "fp16": "model.fp16.onnx"}
@@ -55,6 +56,7 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
         if level == "fp16":
             optimized.convert_float_to_float16(keep_io_types=True, op_block_list=FP16_KEEP_FP32)
     model = optimized.model
+    carry_over(art.model_path(MODEL_FILE), model)  # fused nodes take the module of what they replaced
     counts = fused_op_counts(model)
     if counts and not any(o.domain == "com.microsoft" for o in model.opset_import):
         # The optimizer inserts contrib ops without declaring their domain; the checker wants it.
@@ -67,6 +69,7 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
     art.files[name] = {"kind": kind, "level": level, "fused_ops": counts,
                        "source_file": MODEL_FILE, "verification": None, **file_facts(files)}
     write_manifest(art.path, art.manifest)
+    record(art, name, model)
     report = None
     if verify:
         from .verification import verify as run_verify

@@ -21,6 +21,7 @@ import numpy as np
 
 from .artifact import MODEL_FILE, Artifact, file_facts, write_manifest
 from .errors import ArtifactError, InputError
+from .hierarchy import carry_over_file, nodes_matching_modules
 from .runtime import OnnxModel, TextEncoder
 from .texts import builtin_texts
 from .verification import QUALITY_DEFAULTS, quality_checks
@@ -134,6 +135,7 @@ def quantize(
     targets: dict[str, float] | None = None,
     input_file: str | None = None,
     exclude_nodes: Sequence[str] = (),
+    exclude_modules: Sequence[str] = (),
 ) -> dict:
     """Write model.int8.onnx into the artifact and return its manifest entry (with the guard report)."""
     import onnx
@@ -147,6 +149,8 @@ def quantize(
     model = onnx.load(str(source_path), load_external_data=False)
     if _is_quantized(model):
         raise InputError(f"{source_name} is already quantized; quantize the fp32 {MODEL_FILE} or model.opt.onnx")
+    if exclude_modules:  # module path globs -> the nodes that stay float (hierarchy tags)
+        exclude_nodes = list(exclude_nodes) + nodes_matching_modules(model, exclude_modules)
     texts = list(texts) if texts is not None else builtin_texts(96)
     if len(texts) < 2:
         raise InputError("quantization needs at least 2 texts to calibrate and measure quality; "
@@ -182,6 +186,7 @@ def quantize(
         target = art.path / INT8_FILE
         attempt.replace(target)
         seconds = time.perf_counter() - started
+        carry_over_file(art, source_name, INT8_FILE)  # quantized nodes keep their PyTorch module tags
     speedup = _speedup(source_path, target, encoder, texts)
     entry = {
         "kind": "int8", "mode": mode, "isa": config.isa, "per_channel": config.per_channel,
@@ -203,6 +208,7 @@ def quantize(
 
 def _run_quantizer(source: Path, target: Path, mode: str, config: QuantConfig, exclude: list[str],
                    encoder: TextEncoder, texts: list[str]) -> None:
+    import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
@@ -212,14 +218,17 @@ def _run_quantizer(source: Path, target: Path, mode: str, config: QuantConfig, e
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     common = dict(per_channel=config.per_channel, reduce_range=config.reduce_range,
                   weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    # Shape inference knows no com.microsoft ops, so outputs of fused nodes have no type;
+    # in these encoders every such tensor is float.
+    extra = {"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT}
     if mode == "dynamic":
         quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Attention", "Gemm"],
-                         extra_options={"MatMulConstBOnly": True}, **common)
+                         extra_options=extra, **common)
     else:
         quantize_static(str(source), str(target), _Calibration(source, encoder, texts),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"MatMulConstBOnly": True}, **common)
+                        extra_options=extra, **common)
 
 
 class _QualityProbe:
@@ -241,9 +250,21 @@ class _QualityProbe:
                               self.texts, self.limits, self.art.labels)
 
     def loss(self, path: Path) -> float:
-        """One number, higher is worse: the shortfall of the main quality metric from perfect."""
-        measured = self.checks(path)[0].measured
-        return 1.0 - next(iter(measured.values()))
+        """One number, higher is worse: mean (1 - cosine) of the main output against fp32, per text
+        (per real token for token outputs). Continuous, so units are ranked even where every
+        candidate keeps all labels."""
+        model = OnnxModel(path)
+        name = self.art.outputs[0].name
+        shortfalls = []
+        for batch, mask, expected in zip(self.batches, self.masks, self.expected):
+            got, want = model.run(batch)[name], expected[name]
+            if got.ndim == 3:
+                got, want = got[mask], want[mask]
+            got = got.reshape(len(got), -1).astype(np.float64)
+            want = want.reshape(len(want), -1).astype(np.float64)
+            cosine = (got * want).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1), 1e-12)
+            shortfalls.append(1.0 - cosine)
+        return float(np.concatenate(shortfalls).mean())
 
     @staticmethod
     def summary(checks) -> dict:

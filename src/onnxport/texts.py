@@ -76,6 +76,43 @@ def builtin_texts(count: int = 240, *, seed: int = 0) -> list[str]:
     return texts[:count]
 
 
+def _document(rng: random.Random, words: int) -> str:
+    """Sentences and short paragraphs until about `words` words."""
+    parts: list[str] = []
+    total = 0
+    while total < words:
+        part = rng.choice(_SENTENCES) if rng.random() < 0.4 else _paragraph(rng, rng.randint(15, 60))
+        parts.append(part)
+        total += len(part.split())
+    return " ".join(parts)
+
+
+def length_mix_texts(count: int = 256, *, seed: int = 0) -> list[str]:
+    """`count` texts with a realistic length mix for benchmarks, shuffled, reproducible per seed.
+
+    Roughly: 35% search-style queries (1-8 words), 30% sentences (one or two), 20%
+    paragraphs (40-150 words) and 15% documents of 350-600 words, past any 256/512-token
+    max length, so truncation and padding cost are part of what is measured.
+    """
+    if count < 1:
+        raise InputError(f"the generator needs a count of at least 1, not {count}")
+    rng = random.Random(seed)
+    texts = []
+    for index in range(count):
+        share = (index + 0.5) / count  # a fixed mix per count; the shuffle below mixes it
+        if share < 0.35:
+            words = rng.sample(_WORDS, rng.randint(1, 7))
+            texts.append(" ".join([rng.choice(_SHORT)] + words) if rng.random() < 0.3 else " ".join(words))
+        elif share < 0.65:
+            texts.append(" ".join(rng.choice(_SENTENCES) for _ in range(rng.randint(1, 2))))
+        elif share < 0.85:
+            texts.append(_paragraph(rng, rng.randint(40, 150)))
+        else:
+            texts.append(_document(rng, rng.randint(350, 600)))
+    rng.shuffle(texts)
+    return texts
+
+
 def read_texts(path: str | Path, *, text_field: str = "text") -> list[str]:
     """Texts from a file: one per line, or JSONL with a `text_field`."""
     path = Path(path)

@@ -1,0 +1,232 @@
+"""optimize and quantize: fusion counts, the accuracy guard, int8 classifiers, and the CLI.
+
+References: fused-op counts follow from the model's config (one Attention and one BiasGelu per
+layer, two SkipLayerNormalization per layer, one EmbedLayerNormalization); quality is measured
+against the fp32 graph and labels against PyTorch's own argmax.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import onnxport
+from onnxport.artifact import Artifact
+from onnxport.cli import main
+from onnxport.optimize import optimize
+from onnxport.quantize import INT8_FILE, quantizable_units, quantize
+from onnxport.texts import builtin_texts
+
+from conftest import save_tiny_model, tiny_bert_config
+
+LAYERS = 2
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def embedding_artifact(tmp_path_factory, tiny_bert_folder):
+    out = tmp_path_factory.mktemp("opt") / "artifact"
+    onnxport.export(tiny_bert_folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
+    return out
+
+
+def test_fusion_counts_follow_the_config_and_pooling_does_not_block_them(embedding_artifact):
+    name, counts, report = optimize(embedding_artifact, level="fused")
+    assert name == "model.opt.onnx"
+    # Mean pooling and L2 normalization sit after the encoder in the same graph: every layer
+    # still fuses.
+    assert counts.get("Attention") == LAYERS
+    assert counts.get("SkipLayerNormalization") == 2 * LAYERS
+    assert counts.get("BiasGelu") == LAYERS
+    assert counts.get("EmbedLayerNormalization") == 1
+    assert report.passed, report.to_dict()
+    entry = Artifact(embedding_artifact).files["model.opt.onnx"]
+    assert entry["fused_ops"] == counts and entry["kind"] == "opt" and entry["verification"]["passed"]
+
+
+def test_optimized_model_equals_pytorch(embedding_artifact, tiny_bert_folder):
+    """Independent of verify(): the fused graph against sentence vectors computed by hand in PyTorch."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    if not (embedding_artifact / "model.opt.onnx").exists():
+        optimize(embedding_artifact, level="fused", verify=False)
+    texts = ["a short one", "a somewhat longer sentence with more words in it", "東京"]
+    got = onnxport.load(embedding_artifact, model="opt").embed(texts)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_folder)
+    model = AutoModel.from_pretrained(tiny_bert_folder).eval()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_unknown_level_is_a_clear_error(embedding_artifact):
+    result = run_cli("optimize", embedding_artifact, "--level", "turbo")
+    assert result.exit_code == 2 and "turbo" in result.output
+
+
+# ---------------------------------------------------------------- the guard
+
+
+@pytest.fixture(scope="module")
+def sensitive_artifact(tmp_path_factory, wordpiece_tokenizer):
+    """A tiny BERT whose layer 1 feed-forward output is fragile under int8 on purpose.
+
+    One intermediate channel of layer 1 is pushed to ~1000 and its weight in output.dense is
+    zeroed, so the float model ignores it; but dynamic int8 quantizes that MatMul's input
+    with one scale per tensor, and the outlier leaves no resolution for the other channels.
+    output.dense is scaled up so that its contribution dominates the residual sum (at random
+    init it is too small for its loss to show).
+    """
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(3)
+    model = BertModel(tiny_bert_config(num_hidden_layers=3)).eval()
+    layer = model.encoder.layer[1]
+    with torch.no_grad():
+        layer.intermediate.dense.bias[0] = 1000.0
+        layer.output.dense.weight.mul_(30.0)
+        layer.output.dense.weight[:, 0] = 0.0
+    folder = save_tiny_model(tmp_path_factory.mktemp("sensitive"), model, wordpiece_tokenizer)
+    out = tmp_path_factory.mktemp("sensitive-art") / "artifact"
+    onnxport.export(folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
+    return out
+
+
+def test_unguarded_int8_misses_the_target_on_the_sensitive_model(sensitive_artifact):
+    entry = quantize(sensitive_artifact, guard=False, texts=builtin_texts(48))
+    assert entry["float_units"] == []
+    assert entry["quality"]["mean_cosine"] < 0.995
+    assert entry["verification"]["passed"] is False
+    assert not Artifact(sensitive_artifact).verified(INT8_FILE)
+
+
+def test_guard_keeps_the_sabotaged_unit_in_float(sensitive_artifact):
+    entry = quantize(sensitive_artifact, texts=builtin_texts(48))
+    ranking = list(entry["sensitivity"])
+    assert ranking[0] == "layer.1.output", entry["sensitivity"]
+    assert "layer.1.output" in entry["float_units"]
+    assert entry["quality"]["mean_cosine"] >= 0.995 and entry["quality"]["min_cosine"] >= 0.98
+    assert entry["verification"]["passed"]
+    assert entry["quantized_units"] >= 1  # the rest stayed int8
+    art = Artifact(sensitive_artifact)
+    assert art.verified(INT8_FILE)
+    # The file really keeps that unit's MatMul in float, and quantizes others.
+    import onnx
+
+    kept = [name for name in quantizable_units(onnx.load(str(art.path / "model.onnx")))["layer.1.output"]]
+    assert len(kept) == 1 and kept[0].endswith("/encoder/layer.1/output/dense/MatMul")
+    model = onnx.load(str(art.path / INT8_FILE))
+    ops = {node.name: node.op_type for node in model.graph.node}
+    assert ops.get(kept[0]) == "MatMul"
+    assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for op in ops.values())
+
+
+def test_units_are_grouped_per_layer_and_kind(sensitive_artifact):
+    import onnx
+
+    units = quantizable_units(onnx.load(str(Artifact(sensitive_artifact).path / "model.onnx")))
+    for layer in range(3):
+        assert len(units[f"layer.{layer}.attention"]) == 3  # query, key, value
+        for kind in ("attention-output", "intermediate", "output"):
+            assert len(units[f"layer.{layer}.{kind}"]) == 1
+
+
+# ---------------------------------------------------------------- int8 classifier
+
+
+@pytest.fixture(scope="module")
+def classifier_artifact(tmp_path_factory, wordpiece_tokenizer):
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(5)
+    labels = ["negative", "neutral", "positive"]
+    config = tiny_bert_config(num_labels=3, id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)})
+    model = BertForSequenceClassification(config).eval()
+    folder = save_tiny_model(tmp_path_factory.mktemp("cls"), model, wordpiece_tokenizer)
+    out = tmp_path_factory.mktemp("cls-art") / "artifact"
+    result = run_cli("export", "--model", folder, "-o", out, "--quantize")
+    assert result.exit_code == 0, result.output
+    return folder, out
+
+
+def test_export_quantize_writes_verified_opt_and_int8(classifier_artifact):
+    _, out = classifier_artifact
+    art = Artifact(out)
+    for name in ("model.onnx", "model.opt.onnx", INT8_FILE):
+        assert art.verified(name), name
+    assert art.files[INT8_FILE]["source_file"] == "model.opt.onnx"
+    assert onnxport.load(out).model_file == INT8_FILE  # auto picks the verified int8 file
+
+
+def test_int8_classifier_keeps_pytorch_labels(classifier_artifact):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder, out = classifier_artifact
+    texts = builtin_texts(120)
+    got = onnxport.load(out, model="int8").classify(texts)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits
+    expected = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+    agreement = np.mean([g[0]["label"] == e for g, e in zip(got, expected)])
+    assert agreement >= 0.99, agreement
+
+
+# ---------------------------------------------------------------- CLI mistakes leave the artifact alone
+
+
+def test_quantizing_an_int8_file_is_refused_and_nothing_changes(classifier_artifact):
+    _, out = classifier_artifact
+    before = (out / INT8_FILE).read_bytes(), (out / "onnxport.json").read_text()
+    result = run_cli("quantize", out, "--input-file", INT8_FILE)
+    assert result.exit_code == 2
+    assert "already quantized" in result.output and "Traceback" not in result.output
+    assert ((out / INT8_FILE).read_bytes(), (out / "onnxport.json").read_text()) == before
+
+
+def test_empty_calibration_file_is_refused_and_nothing_changes(classifier_artifact, tmp_path):
+    _, out = classifier_artifact
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    before = (out / INT8_FILE).read_bytes()
+    result = run_cli("quantize", out, "--mode", "static", "--texts", empty)
+    assert result.exit_code == 2 and "empty" in result.output
+    assert (out / INT8_FILE).read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
+
+
+def test_unknown_target_metric_is_a_usage_error(classifier_artifact):
+    _, out = classifier_artifact
+    result = run_cli("quantize", out, "--target", "accuracy=0.9")
+    assert result.exit_code == 2 and "mean_cosine" in result.output
+
+
+def test_static_quantization_cli_reports_quality(embedding_artifact, tmp_path):
+    texts = tmp_path / "calibration.txt"
+    texts.write_text("\n".join(builtin_texts(40)) + "\n")
+    result = run_cli("quantize", embedding_artifact, "--mode", "static", "--texts", texts)
+    entry = Artifact(embedding_artifact).files[INT8_FILE]
+    assert entry["mode"] == "static"
+    assert result.exit_code == (0 if entry["verification"]["passed"] else 1), result.output
+    assert f"mean_cosine={entry['quality']['mean_cosine']:.4f}" in result.output
+    # The measured quality is what a fresh comparison against fp32 gives.
+    fp32 = onnxport.load(embedding_artifact, model="fp32").embed(builtin_texts(40))
+    int8 = onnxport.load(embedding_artifact, model="int8").embed(builtin_texts(40))
+    cosines = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    assert abs(cosines.mean() - entry["quality"]["mean_cosine"]) < 1e-3
+    assert json.loads((embedding_artifact / "onnxport.json").read_text())["files"][INT8_FILE]["mode"] == "static"
