@@ -150,7 +150,9 @@ def test_module_tree_parameter_counts_equal_pytorch_named_parameters(tagged, tor
     assert tree["unowned_parameters"] == 0
     assert tree["parameters"] == sum(p.numel() for p in params.values())
     rows = {row["module"]: row for row in tree["modules"]}
-    assert {"", "embeddings", "encoder.layer.0.attention.self.query", "encoder.layer.1.output", "pooler.dense"} <= set(rows)
+    expected_modules = {"", "embeddings", "encoder.layer.0.attention.self.query", "encoder.layer.1.output",
+                        "pooler.dense"}
+    assert expected_modules <= set(rows)
     for module, row in rows.items():
         expected = sum(p.numel() for name, p in params.items() if not module or name.startswith(module + "."))
         assert row["parameters"] == expected, module

@@ -230,3 +230,20 @@ def test_static_quantization_cli_reports_quality(embedding_artifact, tmp_path):
     cosines = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
     assert abs(cosines.mean() - entry["quality"]["mean_cosine"]) < 1e-3
     assert json.loads((embedding_artifact / "onnxport.json").read_text())["files"][INT8_FILE]["mode"] == "static"
+
+
+def test_fp16_without_a_gpu_runtime_works_with_a_warning(embedding_artifact):
+    before = (embedding_artifact / "model.onnx").read_bytes()
+    with pytest.warns(RuntimeWarning, match="meant for GPUs"):
+        name, counts, report = optimize(embedding_artifact, level="fp16")
+    assert name == "model.fp16.onnx" and counts.get("Attention") == LAYERS
+    entry = Artifact(embedding_artifact).files[name]
+    assert entry["kind"] == "fp16" and report.to_dict()["mode"] == "quality"
+    assert report.passed, report.to_dict()
+    assert (embedding_artifact / "model.onnx").read_bytes() == before
+    # fp32 inputs and outputs kept, weights in float16.
+    import onnx
+
+    model = onnx.load(str(embedding_artifact / name))
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {onnx.TensorProto.FLOAT}
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)

@@ -181,8 +181,13 @@ class ModuleIndex:
     tags: dict[str, Tag]
     parents: dict[str, str]
 
+    def __post_init__(self) -> None:
+        self._children: dict[str, list[str]] = collections.defaultdict(list)
+        for path, parent in self.parents.items():
+            self._children[parent].append(path)
+
     def children(self, parent: str) -> list[str]:
-        return [path for path, up in self.parents.items() if up == parent]
+        return self._children.get(parent, [])
 
     def child(self, parent: str, name: str) -> str | None:
         """The called module under `parent` a TorchScript scope component names.

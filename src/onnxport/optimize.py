@@ -55,6 +55,8 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
         )
         if level == "fp16":
             optimized.convert_float_to_float16(keep_io_types=True, op_block_list=FP16_KEEP_FP32)
+            # The converter appends its Cast nodes at the end; the checker wants topological order.
+            optimized.topological_sort()
     model = optimized.model
     carry_over(art.model_path(MODEL_FILE), model)  # fused nodes take the module of what they replaced
     counts = fused_op_counts(model)
