@@ -71,6 +71,20 @@ def tiny_token_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sequence_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
+    """A tiny random 3-label BertForSequenceClassification (negative, neutral, positive)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(5)
+    labels = ["negative", "neutral", "positive"]
+    config = tiny_bert_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                              label2id={label: i for i, label in enumerate(labels)})
+    model = BertForSequenceClassification(config).eval()
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-cls"), model, wordpiece_tokenizer)
+
+
+@pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory, minilm_path) -> Path:
     """all-MiniLM-L6-v2 exported once (verified) for every test that reads it."""
     import onnxport

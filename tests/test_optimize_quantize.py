@@ -146,16 +146,8 @@ def test_units_are_grouped_per_layer_and_kind(sensitive_artifact):
 
 
 @pytest.fixture(scope="module")
-def classifier_artifact(tmp_path_factory, wordpiece_tokenizer):
-    import torch
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(5)
-    labels = ["negative", "neutral", "positive"]
-    config = tiny_bert_config(num_labels=3, id2label=dict(enumerate(labels)),
-                              label2id={label: i for i, label in enumerate(labels)})
-    model = BertForSequenceClassification(config).eval()
-    folder = save_tiny_model(tmp_path_factory.mktemp("cls"), model, wordpiece_tokenizer)
+def classifier_artifact(tmp_path_factory, tiny_sequence_classifier_folder):
+    folder = tiny_sequence_classifier_folder
     out = tmp_path_factory.mktemp("cls-art") / "artifact"
     result = run_cli("export", "--model", folder, "-o", out, "--quantize")
     assert result.exit_code == 0, result.output

@@ -160,15 +160,11 @@ def test_extract_bad_aggregation(ner_artifact):
 # ---------------------------------------------------------------- sequence classification
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory, wordpiece_tokenizer):
+def classifier(tmp_path_factory, wordpiece_tokenizer, tiny_sequence_classifier_folder):
     from transformers import BertForSequenceClassification
 
-    torch.manual_seed(5)
-    labels = ["negative", "neutral", "positive"]
-    config = tiny_bert_config(num_labels=3, id2label=dict(enumerate(labels)),
-                              label2id={l: i for i, l in enumerate(labels)})
-    model = BertForSequenceClassification(config).eval()
-    folder = save_tiny_model(tmp_path_factory.mktemp("cls"), model, wordpiece_tokenizer)
+    folder = tiny_sequence_classifier_folder
+    model = BertForSequenceClassification.from_pretrained(folder).eval()
     out = tmp_path_factory.mktemp("cls-artifact") / "artifact"
     onnxport.export(folder, out=out)
     return model, wordpiece_tokenizer, out
