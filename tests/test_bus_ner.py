@@ -171,7 +171,7 @@ def trained_ner(tmp_path_factory):
     root = tmp_path_factory.mktemp("bus-ner")
     train_examples = generate.generate(480, seed=11)
     test_examples = generate.generate(80, seed=12)
-    report = train.train(train_examples, test_examples[:40], root / "model", max_steps=60, batch_size=16,
+    report = train.train(train_examples, test_examples[:40], root / "model", max_steps=120, batch_size=16,
                          learning_rate=2e-4, log=lambda message: None)
     return root, test_examples, report
 
@@ -189,7 +189,7 @@ def test_train_export_quantize_verify_extract(trained_ner):
     model_dir, artifact_dir = root / "model", root / "artifact"
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {str(i): tag for i, tag in enumerate(generate.TAGS)}
-    assert report["steps"] == 60 and report["history"][-1]["loss"] < report["history"][0]["loss"]
+    assert report["steps"] == 120 and report["history"][-1]["loss"] < report["history"][0]["loss"]
 
     runner = CliRunner()
     texts_file = root / "verify.jsonl"
@@ -201,22 +201,29 @@ def test_train_export_quantize_verify_extract(trained_ner):
     assert art.labels == {int(k): v for k, v in config["id2label"].items()}
     assert (artifact_dir / "model.int8.onnx").exists()
 
+    # On the domain's own queries: int8 is judged by agreement with fp32, and off-domain text
+    # (the built-in paragraphs, other scripts) is where a briefly trained NER model is least stable.
     for extra in ([], ["--model-file", "model.int8.onnx"]):
-        result = runner.invoke(main, ["verify", str(artifact_dir), *extra], catch_exceptions=False)
+        result = runner.invoke(main, ["verify", str(artifact_dir), "--texts", str(texts_file), *extra],
+                               catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert "PASSED" in result.output
 
-    # int8 against fp32 on held-out queries, token by token (real tokens only)
+    # int8 against fp32 on held-out queries, token by token: the query's own tokens, not padding
+    # and not [CLS]/[SEP], which training never labels (-100), so their argmax means nothing.
     held_out = [e["text"] for e in test_examples[40:]]
     encoder = TextEncoder.for_artifact(art)
     fp32, int8 = OnnxModel(artifact_dir / "model.onnx"), OnnxModel(artifact_dir / "model.int8.onnx")
+    encodings = encoder.tokenize(held_out)
     agree = []
     for start in range(0, len(held_out), 16):
-        arrays = encoder.encode(held_out[start:start + 16])
-        mask = arrays["attention_mask"].astype(bool)
+        batch = encodings[start:start + 16]
+        arrays = encoder.pad(batch)
         a = fp32.run(arrays)["logits"].argmax(-1)
         b = int8.run(arrays)["logits"].argmax(-1)
-        agree.append((a == b)[mask])
+        for row, encoding in enumerate(batch):
+            real = [i for i, special in enumerate(encoding.special_tokens_mask) if not special]
+            agree.append(a[row, real] == b[row, real])
     agree = np.concatenate(agree)
     assert agree.size > 300
     assert agree.mean() >= 0.99, f"int8 agrees with fp32 on {agree.mean():.4f} of tokens"
@@ -225,7 +232,7 @@ def test_train_export_quantize_verify_extract(trained_ner):
     onnx_ner = onnxport.load(artifact_dir, model="fp32")
     torch_ner = onnxport.load(artifact_dir, backend="torch")
     onnx_entities = onnx_ner.extract(held_out)
-    assert sum(len(e) for e in onnx_entities) > 0, "a model trained for 60 steps finds some entities"
+    assert sum(len(e) for e in onnx_entities) > 0, "a model trained for 120 steps finds entities"
     for text, entities in zip(held_out, onnx_entities):
         for entity in entities:
             assert entity["text"] == text[entity["start"]:entity["end"]]

@@ -1,10 +1,11 @@
 """Entity-level precision/recall/F1 and speed of an exported bus NER artifact.
 
-Scores PyTorch (`onnxport.load(art, backend="torch")`), ONNX fp32 and ONNX int8 on the
-held-out split with seqeval-style exact span matching (an entity counts only when its
-label and both boundaries match gold), through the same `TokenClassifier.extract` API
-for all three. Speed is texts/s over the whole split, measured in this run, best of
---repeats. Prints a markdown table and writes everything as JSON.
+Scores PyTorch (`onnxport.load(art, backend="torch")`), ONNX fp32, the fused
+model.opt.onnx when there is one, and ONNX int8 on the held-out split with seqeval-style
+exact span matching (an entity counts only when its label and both boundaries match
+gold), all through the same `TokenClassifier.extract` API. Speed is texts/s over the
+whole split, measured in this run, best of --repeats. Prints a markdown table and writes
+everything as JSON.
 
     python evaluate.py OUT_DIR/artifact --data OUT_DIR/data/test.jsonl --json OUT_DIR/results.json
 """
@@ -16,13 +17,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import detokenize, read_jsonl  # noqa: E402
+from generate import detokenize, read_jsonl, write_atomic  # noqa: E402
 
 Span = tuple  # (first word, end word exclusive, label), or ("chars", start, end, label) when misaligned
 
@@ -34,7 +34,8 @@ PROBES = [
     "Volvo Multi-Axle semi-sleeper from New Delhi to Manali on 25th December",
     "non ac seater pune se goa day after tomorrow under Rs 800",
 ]
-BACKENDS = {"pytorch": {"backend": "torch"}, "onnx-fp32": {"model": "fp32"}, "onnx-int8": {"model": "int8"}}
+BACKENDS = {"pytorch": {"backend": "torch"}, "onnx-fp32": {"model": "fp32"}, "onnx-opt": {"model": "opt"},
+            "onnx-int8": {"model": "int8"}}
 
 
 # ---------------------------------------------------------------- metrics
@@ -100,27 +101,36 @@ def multi_word_recall(gold: list[set[Span]], predicted: list[set[Span]]) -> floa
 
 # ---------------------------------------------------------------- running the artifact
 
-def score_backend(artifact, name: str, options: dict, texts: list[str], offsets: list, gold: list[set[Span]],
-                  aggregation: str, batch_size: int, repeats: int) -> dict:
+def score_backends(artifact: Path, backends: list[str], texts: list[str], offsets: list, gold: list[set[Span]],
+                   aggregation: str, batch_size: int, repeats: int) -> list[dict]:
+    """Entity scores and speed of each backend. The timed passes take turns (one pass of each
+    backend per round, best round counts), so a noisy neighbour slows them all alike."""
     import onnxport
 
-    pipeline = onnxport.load(artifact, **options)
-    pipeline.extract(texts[:batch_size], aggregation=aggregation, batch_size=batch_size)  # warm-up
-    best, entities = float("inf"), None
+    pipelines = {name: onnxport.load(artifact, **BACKENDS[name]) for name in backends}
+    for pipeline in pipelines.values():
+        pipeline.extract(texts[:batch_size], aggregation=aggregation, batch_size=batch_size)  # warm-up
+    best = {name: float("inf") for name in backends}
+    entities: dict[str, list] = {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        entities = pipeline.extract(texts, aggregation=aggregation, batch_size=batch_size)
-        best = min(best, time.perf_counter() - started)
-    predicted = [word_spans(e, o) for e, o in zip(entities, offsets)]
-    result = prf(gold, predicted)
-    result.update(
-        backend=name, model_file=pipeline.model_file if options.get("backend") != "torch" else "model.safetensors",
-        texts_per_second=len(texts) / best, seconds=best, multi_word_recall=multi_word_recall(gold, predicted),
-        probes={text: pipeline.extract_dict(text) for text in PROBES},
-    )
-    result["target_query_ok"] = result["probes"][TARGET_QUERY] == TARGET_DICT
-    result["_predicted"] = predicted
-    return result
+        for name, pipeline in pipelines.items():
+            started = time.perf_counter()
+            entities[name] = pipeline.extract(texts, aggregation=aggregation, batch_size=batch_size)
+            best[name] = min(best[name], time.perf_counter() - started)
+    results = []
+    for name, pipeline in pipelines.items():
+        predicted = [word_spans(e, o) for e, o in zip(entities[name], offsets)]
+        result = prf(gold, predicted)
+        result.update(
+            backend=name, model_file="model.safetensors" if pipeline.backend == "torch" else pipeline.model_file,
+            texts_per_second=len(texts) / best[name], seconds=best[name],
+            multi_word_recall=multi_word_recall(gold, predicted),
+            probes={text: pipeline.extract_dict(text) for text in PROBES},
+        )
+        result["target_query_ok"] = result["probes"][TARGET_QUERY] == TARGET_DICT
+        result["_predicted"] = predicted
+        results.append(result)
+    return results
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -137,14 +147,7 @@ def markdown_table(results: list[dict]) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, ensure_ascii=False)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL from generate.py (test.jsonl)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help=f"comma-separated, from {', '.join(BACKENDS)} [default: all]")
+                        help=f"comma-separated, from {', '.join(BACKENDS)} "
+                             "[default: all; onnx-opt only when the artifact has it]")
     parser.add_argument("--aggregation", default="first", choices=["simple", "first", "max", "average"],
                         help="how token labels become entities [default: first, as extract_dict]")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -170,26 +174,28 @@ def main(argv: list[str] | None = None) -> int:
 
     from onnxport.errors import OnnxportError
 
+    load_before = _load_average()
     examples = read_jsonl(args.data)
     texts, offsets = zip(*(detokenize(e["tokens"]) for e in examples))
     texts, offsets = list(texts), list(offsets)
     gold = [bio_spans(e["tags"]) for e in examples]
-    results = []
-    for name in backends:
-        try:
-            result = score_backend(args.artifact, name, BACKENDS[name], texts, offsets, gold, args.aggregation,
-                                   args.batch_size, args.repeats)
-        except OnnxportError as error:
-            print(f"error: {name}: {error}", file=sys.stderr)
-            return 2
-        results.append(result)
-        print(f"{name}: F1 {result['f1']:.4f}, {result['texts_per_second']:.0f} texts/s", file=sys.stderr)
+    if args.backends == parser.get_default("backends") and not (args.artifact / "model.opt.onnx").exists():
+        backends.remove("onnx-opt")
+    try:
+        results = score_backends(args.artifact, backends, texts, offsets, gold, args.aggregation, args.batch_size,
+                                 args.repeats)
+    except OnnxportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     fp32 = next((r for r in results if r["backend"] == "onnx-fp32"), None)
     for r in results:
         # How far each model's entities are from the fp32 ONNX model's (1.0 = the same entities).
         r["entity_f1_vs_onnx_fp32"] = prf(fp32["_predicted"], r["_predicted"])["f1"] if fp32 else None
     table = markdown_table(results)
     print(table)
+    print(f"\n{len(texts)} held-out queries, {sum(len(g) for g in gold)} gold entities; aggregation "
+          f"{args.aggregation}, batch {args.batch_size}, best of {args.repeats}; load average "
+          f"{load_before} before, {_load_average()} after ({os.cpu_count()} CPUs)")
     for text in PROBES:
         print(f"\n{text}")
         for r in results:
@@ -202,13 +208,22 @@ def main(argv: list[str] | None = None) -> int:
             "gold_entities": sum(len(g) for g in gold), "aggregation": args.aggregation,
             "batch_size": args.batch_size, "repeats": args.repeats,
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "processor": _cpu_name(), "onnxruntime": onnxruntime.__version__},
+                        "processor": _cpu_name(), "onnxruntime": onnxruntime.__version__,
+                        # other work on a shared machine skews texts/s; this says how busy it was
+                        "load_average_before": load_before, "load_average_after": _load_average()},
             "results": [{k: v for k, v in r.items() if k != "_predicted"} for r in results],
             "table": table,
         }
         write_json(args.json, summary)
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _cpu_name() -> str:

@@ -7,7 +7,7 @@ type, route, date, time and price in varied orders), multi-word values ("New Del
 "next Friday", "Non AC", "Volvo Multi-Axle"), Hinglish routes ("Pune se Goa"), typos,
 mixed case, and some queries with no entities at all.
 
-    python generate.py OUT_DIR --n-train 4000 --n-test 600 --seed 0
+    python generate.py OUT_DIR --n-train 2000 --n-test 600 --seed 0
 
 writes OUT_DIR/{train,dev,test}.jsonl, one {"text", "tokens", "tags"} object per line.
 """
@@ -98,7 +98,8 @@ def date_value(rng: random.Random) -> tuple[str, str]:
 
 def time_value(rng: random.Random) -> tuple[str, str]:
     hour = rng.randint(1, 12)
-    clock = rng.choice([f"{hour} pm", f"{hour} am", f"{hour}pm", f"{hour}:30 pm", f"{hour}:{rng.choice(['00', '15', '45'])} am"])
+    minutes = rng.choice(["00", "15", "45"])
+    clock = rng.choice([f"{hour} pm", f"{hour} am", f"{hour}pm", f"{hour}:30 pm", f"{hour}:{minutes} am"])
     return rng.choice([("at", clock), ("after", clock), ("before", clock), ("around", clock),
                        ("in the", rng.choice(TIMES_OF_DAY[:2] + TIMES_OF_DAY[4:6])), ("", rng.choice(TIMES_OF_DAY))])
 
@@ -346,22 +347,32 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def write_jsonl(path: Path, examples: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(example, ensure_ascii=False) + "\n" for example in examples))
+
+
+def write_atomic(path: Path, text: str) -> None:
     """Write through a temp file in the same folder, then rename: never a half-written file."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            for example in examples:
-                stream.write(json.dumps(example, ensure_ascii=False) + "\n")
+            stream.write(text)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="folder for train.jsonl, dev.jsonl and test.jsonl")
-    parser.add_argument("--n-train", type=int, default=4000, help="training examples [default: 4000]")
+    parser.add_argument("--n-train", type=int, default=2000, help="training examples [default: 2000]")
     parser.add_argument("--n-dev", type=int, default=None, help="dev examples [default: same as --n-test]")
     parser.add_argument("--n-test", type=int, default=600, help="held-out test examples [default: 600]")
     parser.add_argument("--seed", type=int, default=0, help="random seed [default: 0]")

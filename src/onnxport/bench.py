@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .artifact import MODEL_FILE, Artifact
+from .artifact import Artifact
 from .errors import InputError
 from .pipelines import MODEL_FILES, load
 from .runtime import TextEncoder, default_threads
@@ -40,7 +40,6 @@ from .texts import length_mix_texts, read_texts
 from .verification import QUALITY_DEFAULTS, quality_checks
 
 AGAINST = ("sentence-transformers",)
-REPORT_FILES = ("report.md", "report.json", "chart.png")
 CHART_SIZE = (1200, 600)  # pixels: 12 x 6 inches at 100 dpi
 EMBEDDING_TASKS = (Task.SENTENCE_EMBEDDING, Task.FEATURE_EXTRACTION)
 _METHODS = {Task.SENTENCE_EMBEDDING: "embed", Task.FEATURE_EXTRACTION: "embed",
@@ -56,7 +55,7 @@ class Settings:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     threads: int | None = None       # None: physical cores
     repeats: int = 5                 # timed passes over the texts, per contender and batch size
-    warmup: int = 1                  # untimed passes first
+    warmup: int = 1                  # untimed passes per batch size (after the quality pass, itself a warm-up)
     texts: int = 256                 # size of the generated corpus (a texts file is used whole)
     latency_samples: int = 96        # single-text calls per contender for the percentiles
     cold_start: bool = True          # fresh-interpreter load + first result + peak RSS
@@ -64,7 +63,8 @@ class Settings:
 
     @classmethod
     def quick(cls, **overrides) -> "Settings":
-        values = dict(batch_sizes=(1, 32), repeats=2, texts=48, latency_samples=24)
+        # The quality pass (every text, every length) is the only warm-up in quick mode.
+        values = dict(batch_sizes=(1, 32), repeats=2, warmup=0, texts=48, latency_samples=24)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -380,8 +380,8 @@ def measure(artifact: str | Path | Artifact, *, texts: Sequence[str] | None = No
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     if not settings.batch_sizes or min(settings.batch_sizes) < 1:
         raise InputError("batch sizes must be 1 or more")
-    if settings.repeats < 1 or settings.latency_samples < 1:
-        raise InputError("repeats and latency samples must be at least 1")
+    if settings.repeats < 1 or settings.latency_samples < 1 or settings.warmup < 0:
+        raise InputError("repeats and latency samples must be at least 1, warm-up passes at least 0")
     threads = settings.threads or default_threads()
     if threads < 1:
         raise InputError(f"threads must be at least 1, not {threads}")
@@ -392,137 +392,170 @@ def measure(artifact: str | Path | Artifact, *, texts: Sequence[str] | None = No
         corpus = list(texts)
     if not corpus:
         raise InputError("the benchmark needs at least one text")
-    encodings = TextEncoder.for_artifact(art).tokenize(corpus)
-    tokens = [len(e.ids) for e in encodings]
     contenders = artifact_contenders(art, threads=threads, against=against) + list(extra_contenders)
     names = [c.name for c in contenders]
     if len(set(names)) != len(names):
         raise InputError(f"contender names must be unique: {', '.join(names)}")
-
-    report = _new_report(art, settings, threads, corpus, tokens, encodings, texts_source)
-    results = {c.name: _new_result(c, settings) for c in contenders}
-    report["contenders"] = list(results.values())
-    step = _Steps(progress)
-    seconds: dict[tuple[str, int], list[float]] = {(c.name, b): [] for c in contenders for b in settings.batch_sizes}
-    latencies: dict[str, list[float]] = {c.name: [] for c in contenders}
-    loaded: dict[str, Runner] = {}
+    run = _Run(art, settings, contenders, corpus, progress)
+    report = _new_report(art, settings, threads, corpus, run.tokens, run.truncated, texts_source)
     started = time.perf_counter()
+    report["phase_seconds"] = phases = {}
     try:
-        step.total(len(contenders))
-        for contender in contenders:
-            step(f"loading {contender.name}")
-            if contender.unavailable:
-                continue
-            try:
-                loaded[contender.name] = contender.load()
-            except Exception as error:  # any failure to load is a reason to report, not a crash
-                _mark_unavailable(results[contender.name], error)
-        reference = "pytorch" if "pytorch" in loaded else next(
-            (c.name for c in contenders if c.kind == "onnx" and c.name in loaded), next(iter(loaded), None))
-        if reference is None:
-            raise InputError("nothing could be loaded: " + "; ".join(
-                f"{r['name']}: {r['reason']}" for r in results.values()))
-        report["reference"] = reference
-        latency_texts = [corpus[(i * len(corpus)) // settings.latency_samples % len(corpus)]
-                         for i in range(settings.latency_samples)]
-        chunks = [latency_texts[i:i + 8] for i in range(0, len(latency_texts), 8)]
-        cold = [c for c in contenders if c.cold_start and c.name in loaded] if settings.cold_start else []
-        step.total(len(contenders) + 2 * len(loaded) + settings.repeats * len(loaded) * len(settings.batch_sizes)
-                   + len(chunks) * len(loaded) + len(cold))
-
-        expected = _guarded(loaded, results, reference, lambda r: r.outputs(corpus), "quality")
-        for name in list(loaded):
-            step(f"quality of {name}")
-            if expected is not None:
-                results[name]["quality"] = _guarded(
-                    loaded, results, name,
-                    lambda r: _quality(art, reference, name, expected if name == reference else r.outputs(corpus),
-                                       expected, corpus), "quality")
-
-        for name, runner in list(loaded.items()):
-            step(f"warm-up {name}")
-            for batch_size in settings.batch_sizes:
-                for _ in range(settings.warmup):
-                    _guarded(loaded, results, name, lambda r: r.run(corpus[: max(2 * batch_size, 16)], batch_size),
-                             "warm-up")
-
-        for repeat in range(settings.repeats):
-            for name in list(loaded):
-                for batch_size in settings.batch_sizes:
-                    step(f"throughput {name} at batch {batch_size} ({repeat + 1}/{settings.repeats})")
-                    elapsed = _timed(loaded, results, name, lambda r: r.run(corpus, batch_size))
-                    if elapsed is not None:
-                        seconds[(name, batch_size)].append(elapsed)
-
-        for chunk in chunks:
-            for name in list(loaded):
-                step(f"latency {name}")
-                for text in chunk:
-                    elapsed = _timed(loaded, results, name, lambda r: r.run([text], 1))
-                    if elapsed is None:
-                        break
-                    latencies[name].append(elapsed)
-
-        loaded.clear()  # free memory before the cold-start processes run
-        gc.collect()
-        longest = [corpus[i] for i in sorted(range(len(corpus)), key=lambda i: -tokens[i])]
-        batch = longest[: max(settings.batch_sizes)]
-        for contender in cold:
-            step(f"cold start {contender.name}")
-            if not results[contender.name]["available"]:  # it failed while being timed
-                continue
-            results[contender.name]["cold_start"] = measure_cold_start(contender, corpus[0], batch)
+        for phase in (run.load, run.quality, run.warm_up, run.throughput, run.latency, run.cold_starts):
+            begun = time.perf_counter()
+            phase()
+            phases[phase.__name__] = round(time.perf_counter() - begun, 2)
+            report["reference"] = run.reference
     except KeyboardInterrupt:
         report["partial"] = True
-        report["interrupted_during"] = step.current
+        report["interrupted_during"] = run.current
     finally:
+        run.loaded.clear()
         _restore_torch_threads()
     report["seconds"] = round(time.perf_counter() - started, 1)
-    _summarize(report, results, seconds, latencies, tokens)
+    if hasattr(os, "getloadavg"):
+        report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["contenders"] = list(run.results.values())
+    _summarize(report, run)
     return report
 
 
-class _Steps:
-    """Progress callback adapter that also remembers the current step (for a partial report)."""
+class _Run:
+    """One benchmark run: the loaded contenders, and everything measured so far (kept when
+    Ctrl-C stops it). Contenders take turns inside every pass, so load that comes and goes
+    on a shared machine lands on all of them."""
 
-    def __init__(self, progress: Callable[..., None] | None) -> None:
+    def __init__(self, art: Artifact, settings: Settings, contenders: list[Contender], corpus: list[str],
+                 progress: Callable[..., None] | None) -> None:
+        self.art, self.settings, self.contenders, self.corpus = art, settings, contenders, corpus
+        encodings = TextEncoder.for_artifact(art).tokenize(corpus)
+        self.tokens = [len(e.ids) for e in encodings]
+        self.truncated = sum(bool(e.overflowing) for e in encodings)
         self.progress = progress
         self.current = "setup"
+        self.results = {c.name: _new_result(c) for c in contenders}
+        self.loaded: dict[str, Runner] = {}
+        self.reference: str | None = None
+        self.seconds: dict[tuple[str, int], list[float]] = {
+            (c.name, b): [] for c in contenders for b in settings.batch_sizes}
+        self.latencies: dict[str, list[float]] = {c.name: [] for c in contenders}
+        self.latency_chunks = self._latency_texts()
 
-    def total(self, total: int) -> None:
+    def step(self, description: str | None, total: int | None = None) -> None:
+        if description is not None:
+            self.current = description
         if self.progress:
-            self.progress(None, total=total)
+            self.progress(description, total=total)
 
-    def __call__(self, description: str) -> None:
-        self.current = description
-        if self.progress:
-            self.progress(description)
+    def _latency_texts(self) -> list[list[str]]:
+        """Evenly spaced texts, so the length mix is the corpus's; in chunks of 8 per turn."""
+        n, count = len(self.corpus), self.settings.latency_samples
+        texts = [self.corpus[(i * n) // count % n] for i in range(count)]
+        return [texts[i:i + 8] for i in range(0, len(texts), 8)]
 
+    def load(self) -> None:
+        self.step(None, total=len(self.contenders))
+        for contender in self.contenders:
+            self.step(f"loading {contender.name}")
+            if contender.unavailable:
+                continue
+            try:
+                self.loaded[contender.name] = contender.load()
+            except Exception as error:  # a contender that cannot load is reported, not fatal
+                _mark_unavailable(self.results[contender.name], error)
+        onnx = [c.name for c in self.contenders if c.kind == "onnx" and c.name in self.loaded]
+        self.reference = "pytorch" if "pytorch" in self.loaded else next(iter(onnx + list(self.loaded)), None)
+        if self.reference is None:
+            raise InputError("nothing could be loaded: " + "; ".join(
+                f"{r['name']}: {r['reason']}" for r in self.results.values()))
+        s, n = self.settings, len(self.loaded)
+        cold = sum(1 for c in self.contenders if c.cold_start and c.name in self.loaded) if s.cold_start else 0
+        self.step(None, total=len(self.contenders) + n * (1 + bool(s.warmup)) + s.repeats * n * len(s.batch_sizes)
+                  + len(self.latency_chunks) * n + cold)
 
-def _guarded(loaded: dict, results: dict, name: str, work: Callable[[Runner], Any], what: str):
-    """Run `work` on a loaded contender; an error drops the contender, with the reason."""
-    runner = loaded.get(name)
-    if runner is None:
-        return None
-    try:
-        return work(runner)
-    except KeyboardInterrupt:
-        raise
-    except Exception as error:
-        _mark_unavailable(results[name], error, during=what)
-        loaded.pop(name, None)
-        return None
+    def quality(self) -> None:
+        expected = self._guarded(self.reference, lambda r: r.outputs(self.corpus), "quality")
+        for name in list(self.loaded):
+            self.step(f"quality of {name}")
+            if expected is not None:
+                got = expected if name == self.reference else self._guarded(
+                    name, lambda r: r.outputs(self.corpus), "quality")
+                if got is not None:
+                    self.results[name]["quality"] = self._guarded(
+                        name, lambda r: _quality(self.art, self.reference, name, got, expected, self.corpus),
+                        "quality")
 
+    def warm_up(self) -> None:
+        if not self.settings.warmup:
+            return
+        for name in list(self.loaded):
+            self.step(f"warm-up {name}")
+            for batch_size in self.settings.batch_sizes:
+                head = self.corpus[: max(2 * batch_size, 16)]
+                for _ in range(self.settings.warmup):
+                    self._guarded(name, lambda r: r.run(head, batch_size), "warm-up")
 
-def _timed(loaded: dict, results: dict, name: str, work: Callable[[Runner], Any]) -> float | None:
-    """Seconds `work` takes on a loaded contender (None when it is not loaded or fails)."""
-    if name not in loaded:
-        return None
-    gc.collect()  # not inside the timed region
-    started = time.perf_counter()
-    _guarded(loaded, results, name, work, "timing")
-    elapsed = time.perf_counter() - started
-    return elapsed if name in loaded else None
+    def throughput(self) -> None:
+        for repeat in range(self.settings.repeats):
+            gc.collect()
+            for name in list(self.loaded):
+                for batch_size in self.settings.batch_sizes:
+                    self.step(f"throughput {name} at batch {batch_size} ({repeat + 1}/{self.settings.repeats})")
+                    elapsed = self._timed(name, lambda r: r.run(self.corpus, batch_size))
+                    if elapsed is not None:
+                        self.seconds[(name, batch_size)].append(elapsed)
+
+    def latency(self) -> None:
+        for chunk in self.latency_chunks:
+            gc.collect()
+            for name in list(self.loaded):
+                self.step(f"latency {name}")
+                for text in chunk:
+                    elapsed = self._timed(name, lambda r: r.run([text], 1))
+                    if elapsed is None:
+                        break
+                    self.latencies[name].append(elapsed)
+
+    def cold_starts(self) -> None:
+        if not self.settings.cold_start:
+            return
+        measured = [c for c in self.contenders if c.cold_start and c.name in self.loaded]
+        self.loaded.clear()  # free this process's memory before the fresh ones start
+        gc.collect()
+        order = sorted(range(len(self.corpus)), key=lambda i: -self.tokens[i])
+        longest = [self.corpus[i] for i in order[: max(self.settings.batch_sizes)]]
+        for contender in measured:
+            self.step(f"cold start {contender.name}")
+            self.results[contender.name]["cold_start"] = measure_cold_start(contender, self.corpus[0], longest)
+
+    def _guarded(self, name: str, work: Callable[[Runner], Any], what: str) -> Any:
+        """Run `work` on a loaded contender; an error drops the contender, with the reason."""
+        runner = self.loaded.get(name)
+        if runner is None:
+            return None
+        try:
+            return work(runner)
+        except Exception as error:
+            _mark_unavailable(self.results[name], error, during=what)
+            self.loaded.pop(name, None)
+            return None
+
+    def _timed(self, name: str, work: Callable[[Runner], Any]) -> float | None:
+        """Seconds `work` takes on a loaded contender (None when it is not loaded or fails)."""
+        if name not in self.loaded:
+            return None
+        # As timeit does: no garbage collection inside the timed region (it runs between
+        # passes instead; one per call would cost more than a tiny model's call itself).
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            self._guarded(name, work, "timing")
+            elapsed = time.perf_counter() - started
+        finally:
+            if enabled:
+                gc.enable()
+        return elapsed if name in self.loaded else None
 
 
 def _mark_unavailable(result: dict, error: BaseException, during: str | None = None) -> None:
@@ -540,7 +573,7 @@ def _quality(art: Artifact, reference: str, name: str, got: list[dict], expected
         return {"reference": reference, "is_reference": True}
     output = next(iter(expected[0]))
     masks = [np.ones((1, e[output].shape[1] if e[output].ndim == 3 else 1), dtype=bool) for e in expected]
-    for g, e in zip(got, expected):  # sentence-transformers truncates by its own max length
+    for g, e in zip(got, expected):  # per-token outputs must line up token for token
         if g[output].ndim == 3 and g[output].shape != e[output].shape:
             raise InputError(f"{name} gives {output} of shape {g[output].shape}, the reference {e[output].shape}")
     checks = quality_checks(art.task, output, got, expected, masks, corpus, QUALITY_DEFAULTS, art.labels)
@@ -569,13 +602,15 @@ def _machine() -> dict:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": affinity,
+    # A shared machine's load changes every number; the report says what it was.
+    load_average = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": affinity, "load_average": load_average,
             "cpu_flags": [f for f in _CPU_FLAGS if f in flags], "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions}
 
 
 def _new_report(art: Artifact, settings: Settings, threads: int, corpus: list[str], tokens: list[int],
-                encodings: list, texts_source: str | None) -> dict:
+                truncated: int, texts_source: str | None) -> dict:
     source = art.manifest.get("source", {}).get("path")
     return {
         "format": 1,
@@ -593,7 +628,7 @@ def _new_report(art: Artifact, settings: Settings, threads: int, corpus: list[st
         "texts": {"source": texts_source or "given", "count": len(corpus), "tokens": int(sum(tokens)),
                   "tokens_min": int(min(tokens)), "tokens_mean": round(float(np.mean(tokens)), 1),
                   "tokens_max": int(max(tokens)), "max_length": art.manifest["tokenizer"]["max_length"],
-                  "truncated": sum(bool(e.overflowing) for e in encodings)},
+                  "truncated": truncated},
         "reference": None,
         "contenders": [],
     }
@@ -606,22 +641,24 @@ def _model_name(art: Artifact) -> str:
     return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
-def _new_result(contender: Contender, settings: Settings) -> dict:
+def _new_result(contender: Contender) -> dict:
     return {"name": contender.name, "kind": contender.kind, "file": contender.file,
             "size_bytes": contender.size_bytes, "verified": contender.verified,
             "available": contender.unavailable is None, "reason": contender.unavailable,
             "throughput": [], "latency_ms": None, "cold_start": None, "quality": None}
 
 
-def _summarize(report: dict, results: dict, seconds: dict, latencies: dict, tokens: list[int]) -> None:
-    count, total_tokens = len(tokens), int(sum(tokens))
+def _summarize(report: dict, run: _Run) -> None:
+    """Medians, spreads, percentiles and speed-ups from the raw timings."""
+    results, seconds, latencies = run.results, run.seconds, run.latencies
+    count, total_tokens = len(run.tokens), int(sum(run.tokens))
     baseline = report["reference"]
     report["baseline"] = baseline
     for result in results.values():
         result["throughput"] = []
         for batch_size in report["settings"]["batch_sizes"]:
             runs = seconds[(result["name"], batch_size)]
-            row = {"batch_size": batch_size, "runs": len(runs), "seconds": [round(s, 6) for s in runs],
+            row = {"batch_size": batch_size, "runs": len(runs), "seconds": runs,
                    "texts_per_s": None, "texts_per_s_min": None, "texts_per_s_max": None, "tokens_per_s": None,
                    "speedup": None}
             if runs:
@@ -681,10 +718,6 @@ def _cold(result: dict) -> tuple[str, str]:
     return f"{cold['seconds']:.2f}", _fmt(cold.get("peak_rss_mb"), 0)
 
 
-def _status(result: dict) -> str:
-    return "" if result["available"] else f"unavailable: {result['reason']}"
-
-
 def throughput_rows(report: dict) -> list[list[str]]:
     rows = []
     for result in report["contenders"]:
@@ -710,8 +743,13 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-THROUGHPUT_COLUMNS = ["contender", "batch", "texts/s (median)", "min–max", "tokens/s", "speed-up", "runs"]
 SUMMARY_COLUMNS = ["contender", "p50 ms", "p95 ms", "p99 ms", "cold start s", "peak RSS MB", "size MB", "quality"]
+
+
+def throughput_columns(report: dict) -> list[str]:
+    """The speed-up column names its baseline: PyTorch, or fp32 ONNX when PyTorch is unavailable."""
+    return ["contender", "batch", "texts/s (median)", "min–max", "tokens/s",
+            f"speed-up vs {report['baseline'] or '–'}", "runs"]
 
 
 def _intro(report: dict) -> list[str]:
@@ -721,11 +759,14 @@ def _intro(report: dict) -> list[str]:
         f"Artifact `{report['artifact']}` ({report['task']}, {report['model']}), {report['created']}.",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs"
         + (f" ({' '.join(m['cpu_flags'])})" if m["cpu_flags"] else "") + f", {m['platform']}, Python {m['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."
+        + (f" Load average (1/5/15 min) {'/'.join(map(str, m['load_average']))} at the start, "
+           f"{'/'.join(map(str, m.get('load_average_end') or []))} at the end." if m.get("load_average") else ""),
         f"Texts: {t['count']} from {t['source']}; {t['tokens_min']}–{t['tokens_max']} tokens (mean "
         f"{t['tokens_mean']}), {t['truncated']} truncated at {t['max_length']}. Tokens counted by the artifact's "
         "tokenizer for every contender.",
-        f"Every contender uses {s['threads']} threads; {s['warmup']} warm-up and {s['repeats']} timed passes over "
+        f"Every contender uses {s['threads']} thread{'s' if s['threads'] != 1 else ''}. After an untimed quality "
+        f"pass over all texts and {s['warmup']} warm-up pass(es) per batch size, {s['repeats']} timed passes over "
         "all texts per batch size (median, with min–max), contenders taking turns within each pass; latency from "
         f"{s['latency_samples']} single-text calls.",
     ]
@@ -744,7 +785,7 @@ def to_markdown(report: dict) -> str:
         lines += [f"**Partial report**: interrupted during {report['interrupted_during']}; "
                   "only what was measured until then is shown.", ""]
     lines += [f"{line}  " for line in _intro(report)] + [""]
-    for title, columns, rows in (("Throughput", THROUGHPUT_COLUMNS, throughput_rows(report)),
+    for title, columns, rows in (("Throughput", throughput_columns(report), throughput_rows(report)),
                                  ("Latency at batch 1, cold start, memory, size, quality", SUMMARY_COLUMNS,
                                   summary_rows(report))):
         alignment = ["---" if i == 0 or column == "quality" else "---:" for i, column in enumerate(columns)]
@@ -763,12 +804,17 @@ def print_report(report: dict, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    title = f"{report['model']}: {report['texts']['count']} texts, {report['settings']['threads']} threads"
-    for columns, rows, caption in ((THROUGHPUT_COLUMNS, throughput_rows(report), title),
+    from rich.console import Console
+
+    if not console.is_terminal:  # a pipe or a file has no width to respect: do not crop the numbers
+        console = Console(file=console.file, width=160, highlight=False, soft_wrap=True, no_color=True)
+    title = f"{report['model']}: {report['texts']['count']} texts, {report['settings']['threads']} thread(s)"
+    for columns, rows, caption in ((throughput_columns(report), throughput_rows(report), title),
                                    (SUMMARY_COLUMNS, summary_rows(report), "latency at batch 1, cold start, memory")):
         table = Table(title=caption, title_justify="left")
         for i, column in enumerate(columns):
-            table.add_column(column, justify="left" if i == 0 or column == "quality" else "right")
+            table.add_column(column, justify="left" if i == 0 or column == "quality" else "right",
+                             no_wrap=column != "quality")
         for row in rows:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
@@ -813,7 +859,7 @@ def draw_chart(report: dict) -> bytes:
                               xytext=(0, 2), textcoords="offset points")
     left.set_xticks(np.arange(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=8)
     left.set_ylabel("texts / s (median, min–max)")
-    left.set_title(f"Throughput per batch size (labels: speed-up vs {report['baseline']})", fontsize=10)
+    left.set_title(f"Throughput per batch size (labels: speed-up vs {report['baseline'] or '–'})", fontsize=10)
     left.legend(fontsize=8)
     left.grid(axis="y", alpha=0.3)
 
@@ -823,7 +869,7 @@ def draw_chart(report: dict) -> bytes:
     right.set_yticks(y, names, fontsize=8)
     right.invert_yaxis()
     right.set_xlabel("p95 latency at batch 1 (ms)")
-    right.set_title(f"Latency and quality vs {report['reference']}", fontsize=10)
+    right.set_title(f"Latency and quality vs {report['reference'] or '(nothing loaded)'}", fontsize=10)
     right.set_xlim(0, max(p95 + [1e-3]) * 1.9)  # room for the quality text
     for yi, value, result in zip(y, p95, measured):
         right.annotate(f"{value:.1f} ms  {quality_text(result['quality'])}", (value, yi), va="center",
@@ -832,7 +878,7 @@ def draw_chart(report: dict) -> bytes:
 
     m = report["machine"]
     title = (f"onnxport bench: {report['model']} ({report['task']}), {report['texts']['count']} texts, "
-             f"{report['settings']['threads']} threads, {m['cpu']} ({m['usable_cpus']} CPUs)")
+             f"{report['settings']['threads']} thread(s), {m['cpu']} ({m['usable_cpus']} CPUs)")
     figure.suptitle(title + ("  [PARTIAL]" if report["partial"] else ""), fontsize=11)
     missing = [r["name"] for r in report["contenders"] if not r["available"] and r["name"] not in names]
     if missing:

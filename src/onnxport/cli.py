@@ -130,7 +130,7 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
                           f"{artifact.path} --model-file {name}`")
     if quantize_after:
         say("quantizing to int8 (accuracy-guarded)")
-        entry = run_quantize(artifact, input_file=name, texts=texts)
+        entry = run_quantize(artifact, input_file=name, texts=texts, progress=say)
         _print_quantization(entry)
         if not entry["verification"]["passed"]:
             raise ParityError("model.int8.onnx misses its quality targets (see the table above)")
@@ -212,6 +212,8 @@ def inspect(path, as_json, hierarchy, depth):
 
     if hierarchy:
         return _inspect_hierarchy(path, depth, as_json)
+    if depth is not None:
+        raise click.UsageError("--depth goes with --hierarchy")
     info = run_inspect(path)
     if as_json:
         stdout.print_json(json.dumps(info))
@@ -315,9 +317,10 @@ def quantize(artifact, mode, isa, texts, targets, guard, input_file, exclude_mod
     from .quantize import quantize as run_quantize
     from .texts import read_texts
 
-    options = {"exclude_modules": exclude_modules} if exclude_modules else {}
+    started = time.perf_counter()
     entry = run_quantize(artifact, mode=mode, isa=isa, texts=read_texts(texts) if texts else None,
-                         targets=targets or None, guard=guard, input_file=input_file, **options)
+                         targets=targets or None, guard=guard, input_file=input_file, exclude_modules=exclude_modules,
+                         progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}"))
     _print_quantization(entry)
     sys.exit(0 if entry["verification"]["passed"] else 1)
 
