@@ -50,7 +50,7 @@ _CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "av
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How much to measure. `quick()` is about a minute for all-MiniLM-L6-v2 on 2 cores."""
+    """How much to measure. `quick()` costs about a minute of CPU for all-MiniLM-L6-v2 (docs/bench.md)."""
 
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     threads: int | None = None       # None: physical cores
@@ -59,12 +59,13 @@ class Settings:
     texts: int = 256                 # size of the generated corpus (a texts file is used whole)
     latency_samples: int = 96        # single-text calls per contender for the percentiles
     cold_start: bool = True          # fresh-interpreter load + first result + peak RSS
+    rss_batch: int | None = None     # peak RSS after one batch of this many longest texts [largest batch size]
     seed: int = 0
 
     @classmethod
     def quick(cls, **overrides) -> "Settings":
         # The quality pass (every text, every length) is the only warm-up in quick mode.
-        values = dict(batch_sizes=(1, 32), repeats=2, warmup=0, texts=48, latency_samples=24)
+        values = dict(batch_sizes=(1, 32), repeats=2, warmup=0, texts=40, latency_samples=16, rss_batch=8)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -523,7 +524,7 @@ class _Run:
         self.loaded.clear()  # free this process's memory before the fresh ones start
         gc.collect()
         order = sorted(range(len(self.corpus)), key=lambda i: -self.tokens[i])
-        longest = [self.corpus[i] for i in order[: max(self.settings.batch_sizes)]]
+        longest = [self.corpus[i] for i in order[: self.settings.rss_batch or max(self.settings.batch_sizes)]]
         for contender in measured:
             self.step(f"cold start {contender.name}")
             self.results[contender.name]["cold_start"] = measure_cold_start(contender, self.corpus[0], longest)
@@ -624,7 +625,8 @@ def _new_report(art: Artifact, settings: Settings, threads: int, corpus: list[st
         "machine": _machine(),
         "settings": {"threads": threads, "batch_sizes": list(settings.batch_sizes), "repeats": settings.repeats,
                      "warmup": settings.warmup, "latency_samples": settings.latency_samples,
-                     "cold_start": settings.cold_start},
+                     "cold_start": settings.cold_start,
+                     "rss_batch": min(settings.rss_batch or max(settings.batch_sizes), len(corpus))},
         "texts": {"source": texts_source or "given", "count": len(corpus), "tokens": int(sum(tokens)),
                   "tokens_min": int(min(tokens)), "tokens_mean": round(float(np.mean(tokens)), 1),
                   "tokens_max": int(max(tokens)), "max_length": art.manifest["tokenizer"]["max_length"],
@@ -775,7 +777,7 @@ def _intro(report: dict) -> list[str]:
     elif baseline:
         lines.append(f"**PyTorch is unavailable**, so speed-up and quality are relative to `{baseline}` instead.")
     lines.append("Cold start: import + load + first result in a fresh interpreter; peak RSS of that process "
-                 "after one more batch of the longest texts at the largest batch size.")
+                 f"after one more batch of the {s.get('rss_batch') or max(s['batch_sizes'])} longest texts.")
     return lines
 
 

@@ -518,7 +518,7 @@ def _bench_batch_sizes(ctx, param, value):
               help="Also measure SentenceTransformer.encode (embedding artifacts).")
 @click.option("-o", "--out", "report_dir", type=click.Path(path_type=Path), default=Path("bench-report"),
               show_default=True, help="Directory for report.md, report.json and chart.png.")
-@click.option("--quick", is_flag=True, help="Fewer texts and runs, batch sizes 1,32: about a minute.")
+@click.option("--quick", is_flag=True, help="40 texts, 2 timed passes, batch sizes 1,32 (docs/bench.md: timings).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every contender [default: physical cores].")
 @reports_errors
 def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
