@@ -10,7 +10,7 @@ with fp32 and the PyTorch backend with ONNX on held-out queries.
 from __future__ import annotations
 
 import json
-import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -165,15 +165,18 @@ def test_sub_token_labels_follow_their_word(wordpiece_tokenizer):
 
 @pytest.fixture(scope="module")
 def trained_ner(tmp_path_factory):
-    """A model trained for a few steps on a small generated set, and its held-out queries."""
-    import train
-
+    """A model trained for a few steps on a small generated set (through the example's own
+    command lines), and its held-out queries."""
     root = tmp_path_factory.mktemp("bus-ner")
-    train_examples = generate.generate(480, seed=11)
-    test_examples = generate.generate(80, seed=12)
-    report = train.train(train_examples, test_examples[:40], root / "model", max_steps=120, batch_size=16,
-                         learning_rate=2e-4, log=lambda message: None)
-    return root, test_examples, report
+    assert generate.main([str(root / "data"), "--n-train", "480", "--n-test", "80", "--seed", "11"]) == 0
+    # A fresh process: train.py sets OMP_WAIT_POLICY before torch loads, which this process
+    # cannot do any more; on a busy CPU spinning OpenMP threads made training several times slower.
+    done = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(root / "data"), str(root / "model"),
+                           "--max-steps", "120", "--batch-size", "16", "--learning-rate", "2e-4"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((root / "model" / "training.json").read_text())
+    return root, generate.read_jsonl(root / "data" / "test.jsonl"), report
 
 
 @pytest.mark.slow
@@ -192,8 +195,7 @@ def test_train_export_quantize_verify_extract(trained_ner):
     assert report["steps"] == 120 and report["history"][-1]["loss"] < report["history"][0]["loss"]
 
     runner = CliRunner()
-    texts_file = root / "verify.jsonl"
-    texts_file.write_text("".join(json.dumps({"text": e["text"]}) + "\n" for e in test_examples[:40]))
+    texts_file = root / "data" / "dev.jsonl"  # calibration and quality texts: the model's own domain
     result = runner.invoke(main, ["export", "-m", str(model_dir), "--task", "token-classification", "--quantize",
                                   "--texts", str(texts_file), "-o", str(artifact_dir)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -211,7 +213,7 @@ def test_train_export_quantize_verify_extract(trained_ner):
 
     # int8 against fp32 on held-out queries, token by token: the query's own tokens, not padding
     # and not [CLS]/[SEP], which training never labels (-100), so their argmax means nothing.
-    held_out = [e["text"] for e in test_examples[40:]]
+    held_out = [e["text"] for e in test_examples]
     encoder = TextEncoder.for_artifact(art)
     fp32, int8 = OnnxModel(artifact_dir / "model.onnx"), OnnxModel(artifact_dir / "model.int8.onnx")
     encodings = encoder.tokenize(held_out)

@@ -191,7 +191,7 @@ TEMPLATES = [
 ]
 
 
-def fill_template(rng: random.Random, template: str, slots: dict) -> list[Word]:
+def fill_template(template: str, slots: dict) -> list[Word]:
     result: list[Word] = []
     for piece in template.split():
         trailing = ""
@@ -259,7 +259,7 @@ def templated(rng: random.Random) -> list[Word]:
         "seat_type": lambda: entity(rng.choice(SEAT_TYPES), "SEAT_TYPE"),
         "count": lambda: words(rng.choice(["2", "two", "3", "1", "four"])),
     }
-    return fill_template(rng, rng.choice(TEMPLATES), slots)
+    return fill_template(rng.choice(TEMPLATES), slots)
 
 
 # ---------------------------------------------------------------- noise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -26,6 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Read by OpenMP when torch loads (so only if nothing imported torch yet): waiting threads sleep
+# instead of spinning, which keeps a busy shared CPU from slowing training several times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from evaluate import bio_spans, prf  # noqa: E402
 from generate import TAGS, _umask, detokenize, read_jsonl  # noqa: E402
