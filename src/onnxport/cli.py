@@ -136,16 +136,22 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
             raise ParityError("model.int8.onnx misses its quality targets (see the table above)")
 
 
+def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
+    """A left-titled table with these columns; the ones named in `right` are numbers, right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    return table
+
+
 def _dims(dims: list) -> str:
     return escape("[" + ", ".join(map(str, dims)) + "]")
 
 
 def _print_summary(artifact) -> None:
     manifest = artifact.manifest
-    table = Table(title=f"{artifact.path}  ({manifest['task']}, opset {manifest['opset']}, "
-                        f"onnxruntime >= {manifest['min_onnxruntime']})", title_justify="left")
-    for column in ("", "name", "dtype", "dims"):
-        table.add_column(column)
+    table = _table(f"{artifact.path}  ({manifest['task']}, opset {manifest['opset']}, "
+                   f"onnxruntime >= {manifest['min_onnxruntime']})", "", "name", "dtype", "dims")
     for kind in ("inputs", "outputs"):
         for tensor in manifest[kind]:
             table.add_row(kind[:-1], tensor["name"], tensor["dtype"], _dims(tensor["dims"]))
@@ -182,10 +188,8 @@ def verify(artifact, model_file, reference, texts, atol, as_json):
 
 
 def _print_report(report: dict) -> None:
-    table = Table(title=f"{report['model_file']}: {report['mode']} against {report['reference']}",
-                  title_justify="left")
-    for column in ("check", "output", "measured", "limit", "result", "worst input"):
-        table.add_column(column)
+    table = _table(f"{report['model_file']}: {report['mode']} against {report['reference']}",
+                   "check", "output", "measured", "limit", "result", "worst input")
     for check in report["checks"]:
         measured = ", ".join(f"{k}={v:.3g}" for k, v in check["measured"].items())
         limits = ", ".join(f"{k}{'≤' if 'diff' in k else '≥'}{v:g}" for k, v in check["limits"].items())
@@ -233,9 +237,7 @@ def _print_inspection(info: dict) -> None:
             status = {True: "[green]verified[/]", False: "[red]verification FAILED[/]", None: "[yellow]not verified[/]"}
             stdout.print(f"  {name} ({entry['kind']}): {status[entry['verified']]}")
     model = info["model"]
-    table = Table(title=f"{model['path']}", title_justify="left")
-    for column in ("", "name", "dtype", "dims"):
-        table.add_column(column)
+    table = _table(f"{model['path']}", "", "name", "dtype", "dims")
     for kind in ("inputs", "outputs"):
         for tensor in model[kind]:
             table.add_row(kind[:-1], tensor["name"], tensor["dtype"], _dims(tensor["dims"]))
@@ -341,10 +343,8 @@ def _inspect_hierarchy(path, depth, as_json) -> None:
     if as_json:
         stdout.print_json(json.dumps(tree))
         return
-    table = Table(title=f"{tree['path']}: PyTorch modules", title_justify="left")
-    for column, justify in (("module", "left"), ("class", "left"), ("nodes", "right"), ("op types", "left"),
-                            ("params", "right")):
-        table.add_column(column, justify=justify)
+    table = _table(f"{tree['path']}: PyTorch modules", "module", "class", "nodes", "op types", "params",
+                   right=("nodes", "params"))
     for row in tree["modules"]:
         ops = ", ".join(f"{op} {n}" for op, n in list(row["op_types"].items())[:4])
         ops += ", ..." if len(row["op_types"]) > 4 else ""
@@ -383,10 +383,8 @@ def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat
     if as_json:
         stdout.print_json(json.dumps(data))
         return
-    table = Table(title=f"{data['model_file']}: kernel time per module (depth {depth})", title_justify="left")
-    for column, justify in (("module", "left"), ("class", "left"), ("ms", "right"), ("share", "right"),
-                            ("top ops", "left")):
-        table.add_column(column, justify=justify)
+    table = _table(f"{data['model_file']}: kernel time per module (depth {depth})", "module", "class", "ms",
+                   "share", "top ops", right=("ms", "share"))
     for row in data["rows"]:
         ops = ", ".join(f"{op} {ms / row['ms']:.0%}" for op, ms in list(row["ops"].items())[:3] if row["ms"])
         table.add_row(escape(row["module"] or "(root)"), row["class"], f"{row['ms']:.1f}", f"{row['share']:.1%}",
