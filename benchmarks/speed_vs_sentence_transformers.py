@@ -33,9 +33,9 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     import onnxport
-    from onnxport.artifact import Artifact
-    from onnxport.runtime import default_threads
-    from onnxport.texts import builtin_texts
+    from onnxport import Artifact
+    from onnxport.runtime.session import default_threads
+    from onnxport.core.sample_texts import builtin_texts
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)

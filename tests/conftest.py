@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from onnxport.sources import default_model_path
+    from onnxport.convert.sources import default_model_path
 
     return default_model_path()
 

@@ -9,7 +9,7 @@ downloaded.
 Each case exports with onnxport, then runs the ONNX graph at two shapes that differ from
 the export dummy (batch 2) and from each other, with real padding, and compares with the
 PyTorch model run here directly by transformers (pooling and normalization computed in
-this file, not by onnxport.wrap). Per-token outputs are compared on real positions only.
+this file, not by onnxport.convert.wrapper). Per-token outputs are compared on real positions only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import pytest
 import torch
 
 import onnxport
-from onnxport.runtime import OnnxModel, TextEncoder
+from onnxport.runtime.session import OnnxModel
+from onnxport.runtime.tokenization import TextEncoder
 
 from conftest import save_tiny_model, tiny_bert_config
 
@@ -417,7 +418,7 @@ def test_export_matches_pytorch(arch: Arch, task: str, model_folder, tmp_path):
         assert not (out / "labels.json").exists()
 
     encoder = TextEncoder.for_artifact(artifact)
-    dummy_length = encoder.encode(list(onnxport.exporter._DUMMY_TEXTS))["input_ids"].shape[1]
+    dummy_length = encoder.encode(list(onnxport.convert.wrapper._DUMMY_TEXTS))["input_ids"].shape[1]
     seen_shapes = set()
     for texts in (SHAPE_A, SHAPE_B):
         arrays = encoder.encode(texts)

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport import bench
-from onnxport.cli import main
-from onnxport.texts import length_mix_texts
+from onnxport.tools import bench
+from onnxport.tools.cli import main
+from onnxport.core.sample_texts import length_mix_texts
 
 FAST = bench.Settings(batch_sizes=(1, 4), repeats=2, warmup=1, latency_samples=8, cold_start=False, threads=1)
 
@@ -141,7 +141,7 @@ class Sleepy:
 
 
 def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece_tokenizer):
-    from onnxport.artifact import Artifact
+    from onnxport import Artifact
 
     art = Artifact(tiny_artifact)
     fp32 = bench.onnx_contender(art, "fp32", threads=1)
@@ -166,8 +166,9 @@ def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece
     assert by_name["slow fp32"]["quality"]["metrics"] == by_name["onnx fp32"]["quality"]["metrics"]
 
     # The quality numbers match an independent computation: PyTorch and onnxruntime run directly.
-    from onnxport.runtime import OnnxModel, TextEncoder
-    from onnxport.torch_backend import TorchReference
+    from onnxport.runtime.session import OnnxModel
+    from onnxport.runtime.tokenization import TextEncoder
+    from onnxport.convert.references import TorchReference
 
     arrays = [TextEncoder.for_artifact(art).encode([text]) for text in texts]
     torch_model, onnx_model = TorchReference(art), OnnxModel(tiny_artifact / "model.onnx")
@@ -201,9 +202,10 @@ def test_classifier_quality_is_label_agreement(request, tmp_path, texts, folder,
     assert bench.quality_text(fp32["quality"]) == quality
     assert "compares embedding artifacts" in by_name["sentence-transformers"]["reason"]
 
-    from onnxport.artifact import Artifact
-    from onnxport.runtime import OnnxModel, TextEncoder
-    from onnxport.torch_backend import TorchReference
+    from onnxport import Artifact
+    from onnxport.runtime.session import OnnxModel
+    from onnxport.runtime.tokenization import TextEncoder
+    from onnxport.convert.references import TorchReference
 
     art = Artifact(out)
     arrays = TextEncoder.for_artifact(art).encode(texts)
@@ -259,7 +261,7 @@ class InterruptedAfter:
 
 
 def test_ctrl_c_keeps_what_was_measured(tiny_artifact, texts, tmp_path):
-    from onnxport.artifact import Artifact
+    from onnxport import Artifact
 
     art = Artifact(tiny_artifact)
     fp32 = bench.onnx_contender(art, "fp32", threads=1)

@@ -184,9 +184,10 @@ def test_train_export_quantize_verify_extract(trained_ner):
     from click.testing import CliRunner
 
     import onnxport
-    from onnxport.artifact import Artifact
-    from onnxport.cli import main
-    from onnxport.runtime import OnnxModel, TextEncoder
+    from onnxport import Artifact
+    from onnxport.tools.cli import main
+    from onnxport.runtime.session import OnnxModel
+    from onnxport.runtime.tokenization import TextEncoder
 
     root, test_examples, report = trained_ner
     model_dir, artifact_dir = root / "model", root / "artifact"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport.cli import main
+from onnxport.tools.cli import main
 
 TEXTS = ["AC sleeper bus from Bangalore to Mumbai tomorrow", "hello world", "東京は日本の首都です。", ""]
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from onnxport.cli import main
+from onnxport.tools.cli import main
 
 
 def run_export(*args):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import onnxport
-from onnxport.runtime import OnnxModel, TextEncoder
-from onnxport.texts import builtin_texts
+from onnxport.runtime.session import OnnxModel
+from onnxport.runtime.tokenization import TextEncoder
+from onnxport.core.sample_texts import builtin_texts
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ def test_long_texts_are_truncated_to_max_length(minilm_artifact, st_model):
 def test_cli_exports_the_default_model(tmp_path):
     from click.testing import CliRunner
 
-    from onnxport.cli import main
+    from onnxport.tools.cli import main
 
     out = tmp_path / "minilm"
     result = CliRunner().invoke(main, ["export", "-o", str(out)], catch_exceptions=False)

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 import onnxport
-from onnxport import hierarchy
-from onnxport.cli import main
+from onnxport.core.sample_texts import builtin_texts
+from onnxport.graph import tags as hierarchy
+from onnxport.tools.cli import main
 from onnxport.errors import InputError
 
 TAG_KEYS = {"onnxport.module", "onnxport.class", "onnxport.scope", "onnxport.tagged_by"}
@@ -197,7 +198,7 @@ def test_dynamo_export_tags_the_same_module_and_class_path(tiny_bert_folder, tor
 def test_tags_survive_optimize_and_fused_attention_gets_its_attention_module(work_copy, torch_bert):
     import onnxruntime as ort
 
-    from onnxport.optimize import optimize
+    from onnxport import optimize
 
     name, counts, _ = optimize(work_copy, verify=False)
     assert counts.get("Attention") == 2
@@ -224,9 +225,9 @@ def test_tags_survive_optimize_and_fused_attention_gets_its_attention_module(wor
 def test_tags_survive_quantize_and_excluded_modules_stay_float(work_copy, torch_bert):
     import onnxruntime as ort
 
-    from onnxport.quantize import quantize
+    from onnxport import quantize
 
-    entry = quantize(work_copy, guard=False, texts=onnxport.texts.builtin_texts(8),
+    entry = quantize(work_copy, guard=False, texts=builtin_texts(8),
                      exclude_modules=["encoder.layer.1.intermediate"])
     assert entry["source_file"] == "model.onnx"
     source = onnx.load(str(work_copy / "model.onnx"))
@@ -254,7 +255,7 @@ def test_tags_survive_quantize_and_excluded_modules_stay_float(work_copy, torch_
 
 
 def test_exclude_modules_that_match_nothing_is_a_clear_error(tagged):
-    from onnxport.quantize import quantize
+    from onnxport import quantize
 
     with pytest.raises(InputError, match="no module matches 'decoder.\\*'.*encoder"):
         quantize(tagged, guard=False, exclude_modules=["decoder.*"])
@@ -339,9 +340,9 @@ def test_no_hierarchy_flag_leaves_no_tags_and_inspect_says_so(tiny_bert_folder, 
 
 
 def test_profile_puts_all_kernel_time_on_modules(tagged):
-    from onnxport.profile import profile
+    from onnxport.tools.profile import profile
 
-    result = profile(tagged, model="fp32", texts=onnxport.texts.builtin_texts(24), batch_size=8)
+    result = profile(tagged, model="fp32", texts=builtin_texts(24), batch_size=8)
     assert result.runs == 3
     assert 0 < result.kernel_ms <= result.wall_ms
     rows = result.rows(depth=3)
@@ -380,8 +381,8 @@ def test_profile_cli_json_and_table(tagged, tmp_path):
 def test_reading_tags_and_profiling_do_not_import_torch(tagged):
     code = f"""
 import sys
-from onnxport.hierarchy import inspect_hierarchy
-from onnxport.profile import profile
+from onnxport.graph.tags import inspect_hierarchy
+from onnxport.tools.profile import profile
 inspect_hierarchy({str(tagged)!r}, 2)
 profile({str(tagged)!r}, texts=["hello", "world"])
 print(",".join(m for m in ("torch", "transformers") if m in sys.modules))

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport.cli import main
+from onnxport.tools.cli import main
 from onnxport.errors import ArtifactError
 
 # ---------------------------------------------------------------- helpers

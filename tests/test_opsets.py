@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onnxport import opsets
+from onnxport.graph import opsets
 from onnxport.errors import InputError
 
 

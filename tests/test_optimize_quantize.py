@@ -14,11 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport.artifact import Artifact
-from onnxport.cli import main
-from onnxport.optimize import optimize
-from onnxport.quantize import INT8_FILE, quantizable_units, quantize
-from onnxport.texts import builtin_texts
+from onnxport import Artifact
+from onnxport.tools.cli import main
+from onnxport import optimize
+from onnxport import quantize
+from onnxport.core.model_files import INT8_FILE
+from onnxport.graph.quantizer import quantizable_units
+from onnxport.core.sample_texts import builtin_texts
 
 from conftest import save_tiny_model, tiny_bert_config
 

@@ -9,7 +9,7 @@ import torch
 
 import onnxport
 from onnxport.errors import ArtifactError, InputError
-from onnxport.texts import builtin_texts
+from onnxport.core.sample_texts import builtin_texts
 
 from conftest import save_tiny_model, tiny_bert_config
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from onnxport.spec import Pooling
-from onnxport.wrap import POOLERS, l2_normalize
+from onnxport import Pooling
+from onnxport.convert.wrapper import POOLERS, l2_normalize
 
 # batch of 2, sequence 3, hidden 2; the second text has one padding position.
 TOKENS = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]],

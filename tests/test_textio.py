@@ -1,4 +1,4 @@
-"""onnxport.textio: reading the texts of embed/ner/classify and writing their results.
+"""onnxport.tools.textio: reading the texts of embed/ner/classify and writing their results.
 
 Every expectation here is written out by hand from the input in the test; output files are
 read back with json, np.load and pyarrow.parquet, never with textio itself.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from onnxport.errors import InputError
-from onnxport.textio import Row, check_output, read_rows, write_results
+from onnxport.tools.textio import Row, check_output, read_rows, write_results
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -515,7 +515,7 @@ def test_results_must_match_rows_and_be_known_kinds(tmp_path):
 
 def test_importing_textio_imports_neither_torch_transformers_nor_pyarrow():
     code = (
-        "import sys, onnxport.textio\n"
+        "import sys, onnxport.tools.textio\n"
         "print(sorted(m for m in ('torch', 'transformers', 'pyarrow') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport.artifact import Artifact, write_manifest
-from onnxport.cli import main
+from onnxport.core.artifact import Artifact, write_manifest
+from onnxport.tools.cli import main
 from onnxport.errors import ArtifactError
-from onnxport.spec import Pooling
+from onnxport import Pooling
 
 ATOL = 1e-4
 
@@ -106,7 +106,7 @@ def tiny_artifact(tiny_export, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def mask_ignoring_export(tiny_bert_folder, tmp_path_factory) -> Path:
     """A sentence-embedding export whose 'mean' pooling averaged every position, padding included."""
-    import onnxport.wrap as wrap
+    import onnxport.convert.wrapper as wrap
 
     def unmasked_mean(tokens, mask):
         return tokens.mean(dim=1)
@@ -390,7 +390,7 @@ def int8_setup(minilm_artifact, minilm_path, tmp_path_factory):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoTokenizer
 
-    from onnxport.texts import builtin_texts
+    from onnxport.core.sample_texts import builtin_texts
 
     root = tmp_path_factory.mktemp("int8")
     source = root / "source"

@@ -123,7 +123,7 @@ def train(train_examples: list[dict], dev_examples: list[dict], out: Path, *, ba
     from transformers import AutoTokenizer, BertForTokenClassification
     from transformers.utils import logging as hf_logging
 
-    from onnxport.sources import default_model_path
+    from onnxport.convert.sources import default_model_path
 
     hf_logging.set_verbosity_error()  # "some weights were newly initialized": yes, the classifier
     hf_logging.disable_progress_bar()

@@ -5,7 +5,8 @@
     ├── ModelLoadError       the source model cannot be found or loaded
     ├── ExportError          the model cannot be exported as asked
     ├── ParityError          an exported file does not match its reference
-    └── ArtifactError        an artifact directory or ONNX file is missing or unreadable
+    ├── ArtifactError        an artifact directory or ONNX file is missing or unreadable
+    └── MissingDependency    an optional extra this needs is not installed (also an ImportError)
 
 The CLI turns any OnnxportError into a one-line message and exit code 2
 (ParityError: exit code 1, since the export itself worked but is wrong).
@@ -40,3 +41,7 @@ class ParityError(OnnxportError):
 
 class ArtifactError(OnnxportError):
     """An artifact directory or ONNX file is missing, incomplete or unreadable."""
+
+
+class MissingDependency(OnnxportError, ImportError):
+    """An optional extra is not installed; the message names the `pip install` that adds it."""

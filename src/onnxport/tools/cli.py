@@ -1,7 +1,8 @@
-"""The `onnxport` command: one thin command per verb; bodies call the library.
+"""The `onnxport` command: one thin command per verb; bodies call the public API
+(`onnxport.export`, `verify`, ...) and hand results to `render`.
 
 User mistakes (OnnxportError) become one clear line on stderr and exit code 2 (1 for a
-failed verification). Anything else is a bug and keeps its traceback.
+failed or missing verification). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from . import __version__
-from .errors import InputError, OnnxportError, ParityError
+import onnxport
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+from ..core.version import __version__
+from ..errors import InputError, OnnxportError, ParityError
+from . import render
+from .render import console, stdout
+from .textio import read_texts
 
 
 def reports_errors(command):
@@ -88,14 +89,11 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
            output_names, allow_pickle, trust_remote_code, force, verify, texts, atol, hierarchy, optimize_after,
            quantize_after):
     """Export a model to a verified ONNX artifact directory."""
-    from .exporter import export as run_export
-    from .texts import read_texts
-
     started = time.perf_counter()
     verify_texts = read_texts(texts) if texts else None
     artifact = None
     try:
-        artifact = run_export(
+        artifact = onnxport.export(
             model, out=out, task=task, pooling=pooling, normalize=normalize, opset=opset, target_ort=target_ort,
             exporter=exporter, int32=int32, token_type_ids=token_type_ids, static_shape=static_shape,
             output_names=output_names.split(",") if output_names else None, allow_pickle=allow_pickle,
@@ -105,11 +103,9 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
         )
     except OnnxportError as error:
         if error.exit_code == 1 and out.exists():  # failed verification: show the evidence first
-            from .artifact import Artifact
-
-            _print_report(Artifact(out).files["model.onnx"]["verification"])
+            render.print_report(onnxport.Artifact(out).files["model.onnx"]["verification"])
         raise
-    _print_summary(artifact)
+    render.print_summary(artifact)
     if optimize_after or quantize_after:
         say = lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}")  # noqa: E731
         _optimize_and_quantize(artifact, quantize_after, verify, verify_texts, say)
@@ -119,49 +115,18 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
 def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, say) -> None:
     """`export --optimize/--quantize`: fuse, then quantize the fused file (onnxruntime's advice for
     transformers: quantize after fusion, so Attention becomes one quantized op)."""
-    from .optimize import optimize as run_optimize
-    from .quantize import quantize as run_quantize
-
     say("fusing transformer ops")
-    name, counts, report = run_optimize(artifact, level="fused", verify=verify, texts=texts)
-    _print_fusion(name, counts, report)
-    if report is not None and not report.passed:
+    name, counts, report = onnxport.optimize(artifact, level="fused", verify=verify, texts=texts)
+    render.print_fusion(name, counts, report)
+    if report is not None and report.verdict == "failed":
         raise ParityError(f"{name} failed verification, so it was not quantized; see `onnxport verify "
                           f"{artifact.path} --model-file {name}`")
     if quantize_after:
         say("quantizing to int8 (accuracy-guarded)")
-        entry = run_quantize(artifact, input_file=name, texts=texts, progress=say)
-        _print_quantization(entry)
-        if not entry["verification"]["passed"]:
+        entry = onnxport.quantize(artifact, input_file=name, texts=texts, progress=say)
+        render.print_quantization(entry)
+        if render.verdict_of(entry["verification"]) == "failed":
             raise ParityError("model.int8.onnx misses its quality targets (see the table above)")
-
-
-def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
-    """A left-titled table with these columns; the ones named in `right` are numbers, right-aligned."""
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="right" if column in right else "left")
-    return table
-
-
-def _dims(dims: list) -> str:
-    return escape("[" + ", ".join(map(str, dims)) + "]")
-
-
-def _print_summary(artifact) -> None:
-    manifest = artifact.manifest
-    table = _table(f"{artifact.path}  ({manifest['task']}, opset {manifest['opset']}, "
-                   f"onnxruntime >= {manifest['min_onnxruntime']})", "", "name", "dtype", "dims")
-    for kind in ("inputs", "outputs"):
-        for tensor in manifest[kind]:
-            table.add_row(kind[:-1], tensor["name"], tensor["dtype"], _dims(tensor["dims"]))
-    console.print(table)
-    report = manifest["files"]["model.onnx"].get("verification")
-    if report is None:
-        console.print("[yellow]not verified[/] (--no-verify); run `onnxport verify` before shipping it")
-    else:
-        console.print(f"verified: [green]{len(report['checks'])} checks passed[/] over {report['texts']} texts, "
-                      f"shapes {', '.join('x'.join(map(str, s)) for s in report['shapes'])}")
 
 
 @main.command()
@@ -169,39 +134,22 @@ def _print_summary(artifact) -> None:
 @click.option("--model-file", default="model.onnx", show_default=True, help="Which model file of the artifact.")
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference model folder [default: the source].")
 @click.option("--texts", type=click.Path(path_type=Path), help="Texts file (one per line or JSONL).")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Tolerance for fp32 files.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Tolerance for fp32 files.")
+@click.option("--allow-pickle", is_flag=True, help="Allow the reference's pickle (.bin/.pt) weights to load.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @reports_errors
-def verify(artifact, model_file, reference, texts, atol, as_json):
-    """Check an artifact against PyTorch (fp32) or its fp32 model (int8/fp16); exit 1 on a mismatch."""
-    from .texts import read_texts
-    from .verification import verify as run_verify
-
-    report = run_verify(artifact, model_file=model_file, reference=reference,
-                        texts=read_texts(texts) if texts else None, atol=atol)
+def verify(artifact, model_file, reference, texts, atol, allow_pickle, as_json):
+    """Check an artifact against PyTorch (fp32) or its fp32 model (int8/fp16); exit 1 on a mismatch
+    or when there is nothing to compare with."""
+    report = onnxport.verify(artifact, model_file=model_file, reference=reference,
+                             texts=read_texts(texts) if texts else None, atol=atol, allow_pickle=allow_pickle)
     data = report.to_dict()
     if as_json:
         stdout.print_json(json.dumps(data))
     else:
-        _print_report(data)
+        render.print_report(data)
     sys.exit(0 if report.passed else 1)
-
-
-def _print_report(report: dict) -> None:
-    table = _table(f"{report['model_file']}: {report['mode']} against {report['reference']}",
-                   "check", "output", "measured", "limit", "result", "worst input")
-    for check in report["checks"]:
-        measured = ", ".join(f"{k}={v:.3g}" for k, v in check["measured"].items())
-        limits = ", ".join(f"{k}{'≤' if 'diff' in k else '≥'}{v:g}" for k, v in check["limits"].items())
-        result = "[green]ok[/]" if check["passed"] else "[bold red]FAIL[/]"
-        worst = check.get("note") or check.get("worst_input") or ""
-        table.add_row(check["name"], check["output"], measured, limits, result, escape(worst))
-    stdout.print(table)
-    for reason in report.get("skipped", []):
-        stdout.print(f"[yellow]skipped[/] {reason}")
-    passed = report["passed"]
-    failed = sum(not c["passed"] for c in report["checks"])
-    stdout.print("[green]PASSED[/]" if passed else f"[bold red]FAILED[/]: {failed} of {len(report['checks'])} checks")
 
 
 @main.command()
@@ -212,52 +160,19 @@ def _print_report(report: dict) -> None:
 @reports_errors
 def inspect(path, as_json, hierarchy, depth):
     """Show what is inside a .onnx file or an artifact, without running it."""
-    from .graph import inspect as run_inspect
-
     if hierarchy:
         return _inspect_hierarchy(path, depth, as_json)
     if depth is not None:
         raise click.UsageError("--depth goes with --hierarchy")
-    info = run_inspect(path)
+    info = onnxport.inspect(path)
     if as_json:
         stdout.print_json(json.dumps(info))
         return
-    _print_inspection(info)
-
-
-def _print_inspection(info: dict) -> None:
-    if "artifact" in info:
-        art = info["artifact"]
-        stdout.print(f"[bold]artifact[/] {art['path']}: task {art['task']}"
-                     + (f", pooling {art['pooling']}, normalize {art['normalize']}" if art["pooling"] else "")
-                     + f", max length {art['max_length']}")
-        if art["labels"]:
-            stdout.print("labels: " + ", ".join(f"{k}={v}" for k, v in art["labels"].items()))
-        for name, entry in art["files"].items():
-            status = {True: "[green]verified[/]", False: "[red]verification FAILED[/]", None: "[yellow]not verified[/]"}
-            stdout.print(f"  {name} ({entry['kind']}): {status[entry['verified']]}")
-    model = info["model"]
-    table = _table(f"{model['path']}", "", "name", "dtype", "dims")
-    for kind in ("inputs", "outputs"):
-        for tensor in model[kind]:
-            table.add_row(kind[:-1], tensor["name"], tensor["dtype"], _dims(tensor["dims"]))
-    stdout.print(table)
-    opsets = ", ".join(f"{domain} {version}" for domain, version in model["opsets"].items())
-    stdout.print(f"opsets: {opsets}; IR {model['ir_version']}; needs onnxruntime >= {model['min_onnxruntime']}")
-    stdout.print(f"producer: {model['producer']}; size {model['size_bytes'] / 1e6:.1f} MB"
-                 + (f" (external data: {', '.join(model['external_data'])})" if model["external_data"] else "")
-                 + f"; {model['parameters']:,} parameters; {model['nodes']} nodes")
-    stdout.print("ops: " + ", ".join(f"{op} {count}" for op, count in model["op_types"].items()))
-    stdout.print("fused transformer ops: " + (", ".join(f"{op} {n}" for op, n in model["fused_ops"].items())
-                                              or "none (run `onnxport optimize`)"))
-    if model["metadata"]:
-        stdout.print("metadata: " + ", ".join(f"{k}={v}" for k, v in model["metadata"].items()))
-    for tool, result in model["loads"].items():
-        stdout.print(f"{tool}: " + ("[green]loads[/]" if result["ok"] else f"[red]fails[/]: {result['error']}"))
+    render.print_inspection(info)
 
 
 def _targets(ctx, param, values) -> dict[str, float]:
-    from .verification import QUALITY_DEFAULTS
+    from ..checks.quality import QUALITY_DEFAULTS
 
     targets = {}
     for value in values:
@@ -281,21 +196,12 @@ def _targets(ctx, param, values) -> dict[str, float]:
 @reports_errors
 def optimize(artifact, level, texts, verify):
     """Fuse the encoder's ops (Attention, SkipLayerNorm, ...) into model.opt.onnx and verify it."""
-    from .optimize import optimize as run_optimize
-    from .texts import read_texts
-
-    name, counts, report = run_optimize(artifact, level=level, verify=verify,
-                                        texts=read_texts(texts) if texts else None)
-    _print_fusion(name, counts, report)
+    name, counts, report = onnxport.optimize(artifact, level=level, verify=verify,
+                                             texts=read_texts(texts) if texts else None)
+    render.print_fusion(name, counts, report)
     if report is not None:
-        _print_report(report.to_dict())
+        render.print_report(report.to_dict())
         sys.exit(0 if report.passed else 1)
-
-
-def _print_fusion(name: str, counts: dict, report) -> None:
-    fused = ", ".join(f"{op} {n}" for op, n in sorted(counts.items())) or "nothing fused"
-    status = "not verified" if report is None else ("verified" if report.passed else "FAILED verification")
-    console.print(f"{name}: {fused}; {status}")
 
 
 @main.command()
@@ -316,46 +222,24 @@ def _print_fusion(name: str, counts: dict, report) -> None:
 @reports_errors
 def quantize(artifact, mode, isa, texts, targets, guard, input_file, exclude_modules):
     """Write the int8 model.int8.onnx, accuracy-guarded, and report quality and speed-up."""
-    from .quantize import quantize as run_quantize
-    from .texts import read_texts
-
     started = time.perf_counter()
-    entry = run_quantize(artifact, mode=mode, isa=isa, texts=read_texts(texts) if texts else None,
-                         targets=targets or None, guard=guard, input_file=input_file, exclude_modules=exclude_modules,
-                         progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}"))
-    _print_quantization(entry)
+    entry = onnxport.quantize(artifact, mode=mode, isa=isa, texts=read_texts(texts) if texts else None,
+                              targets=targets or None, guard=guard, input_file=input_file,
+                              exclude_modules=exclude_modules,
+                              progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] "
+                                                                  f"{step}"))
+    render.print_quantization(entry)
     sys.exit(0 if entry["verification"]["passed"] else 1)
 
 
-def _print_quantization(entry: dict) -> None:
-    console.print(f"model.int8.onnx: {entry['mode']} int8 for {entry['isa']} (per-channel, "
-                  f"reduce_range {entry['reduce_range']}) from {entry['source_file']}; "
-                  f"{entry['quantized_units']} units int8, kept float: {', '.join(entry['float_units']) or 'none'}")
-    quality = ", ".join(f"{k}={v:.4f}" for k, v in entry["quality"].items() if k not in ("float_units", "passed"))
-    console.print(f"quality vs fp32: {quality}; speed-up vs {entry['source_file']}: {entry['speedup_vs_source']}x")
-    _print_report(entry["verification"])
-
-
 def _inspect_hierarchy(path, depth, as_json) -> None:
-    from .hierarchy import inspect_hierarchy
+    from ..graph.tags import inspect_hierarchy
 
     tree = inspect_hierarchy(path, depth)
     if as_json:
         stdout.print_json(json.dumps(tree))
         return
-    table = _table(f"{tree['path']}: PyTorch modules", "module", "class", "nodes", "op types", "params",
-                   right=("nodes", "params"))
-    for row in tree["modules"]:
-        ops = ", ".join(f"{op} {n}" for op, n in list(row["op_types"].items())[:4])
-        ops += ", ..." if len(row["op_types"]) > 4 else ""
-        table.add_row(escape("  " * row["depth"] + (row["module"] or "(root)")), row["class"], str(row["nodes"]),
-                      ops, f"{row['parameters']:,}")
-    stdout.print(table)
-    coverage = tree["coverage"]
-    glue = ", ".join(f"{op} {n}" for op, n in tree["glue_op_types"].items())
-    stdout.print(f"glue (no module): {tree['glue_nodes']} of {tree['nodes']} nodes" + (f" ({glue})" if glue else ""))
-    stdout.print(f"compute nodes with a module: {coverage['tagged_compute_nodes']} of {coverage['compute_nodes']} "
-                 f"({coverage['share']:.1%}); parameters in no single module: {tree['unowned_parameters']:,}")
+    render.print_hierarchy(tree)
 
 
 @main.command()
@@ -375,7 +259,6 @@ def _inspect_hierarchy(path, depth, as_json) -> None:
 def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat, threads, as_json):
     """Where inference time goes per PyTorch module (onnxruntime's profiler on real batches)."""
     from .profile import profile as run_profile
-    from .texts import read_texts
 
     result = run_profile(artifact, model=model_kind, texts=read_texts(texts) if texts else None,
                          batch_size=batch_size, repeat=repeat, threads=threads)
@@ -383,16 +266,7 @@ def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat
     if as_json:
         stdout.print_json(json.dumps(data))
         return
-    table = _table(f"{data['model_file']}: kernel time per module (depth {depth})", "module", "class", "ms",
-                   "share", "top ops", right=("ms", "share"))
-    for row in data["rows"]:
-        ops = ", ".join(f"{op} {ms / row['ms']:.0%}" for op, ms in list(row["ops"].items())[:3] if row["ms"])
-        table.add_row(escape(row["module"] or "(root)"), row["class"], f"{row['ms']:.1f}", f"{row['share']:.1%}",
-                      ops)
-    stdout.print(table)
-    stdout.print(f"{data['runs']} runs over {data['texts']} texts (batch {data['batch_size']}, {data['threads']} "
-                 f"threads): kernel time {data['kernel_ms']:.1f} ms = {data['kernel_share_of_wall']:.1%} of the "
-                 f"measured wall time {data['wall_ms']:.1f} ms (onnxruntime's own run time {data['session_ms']:.1f} ms)")
+    render.print_profile(data, depth)
 
 
 def pipeline_options(command):
@@ -419,13 +293,12 @@ def pipeline_options(command):
 
 def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind,
                   providers, threads, backend, **method_options) -> None:
-    from .pipelines import load
     from .textio import check_output, read_rows, write_results
 
     check_output(output)
     rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
-    pipeline = load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
+    pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                     threads=threads, backend=backend)
     console.print(f"[dim]{pipeline.model_file} ({backend}), {len(rows)} texts[/]")
     run = getattr(pipeline, method, None)

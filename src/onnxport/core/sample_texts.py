@@ -1,4 +1,4 @@
-"""Built-in varied texts for verification and calibration, and reading the user's file.
+"""Built-in varied texts for verification, calibration, profiling and benchmarks.
 
 Deterministic: the same list every run. It mixes one-word inputs, queries, sentences in
 several scripts, numbers and punctuation, and paragraphs far past any max length, so a
@@ -7,11 +7,9 @@ batch of them is padding-heavy and exercises truncation.
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 _SHORT = [
     "hi", "Paris", "42", "?", "ok", "naïve café", "日本", "🙂", "C++", "e-mail",
@@ -111,22 +109,3 @@ def length_mix_texts(count: int = 256, *, seed: int = 0) -> list[str]:
             texts.append(_document(rng, rng.randint(350, 600)))
     rng.shuffle(texts)
     return texts
-
-
-def read_texts(path: str | Path, *, text_field: str = "text") -> list[str]:
-    """Texts from a file: one per line, or JSONL with a `text_field`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"texts file {path} does not exist")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise InputError(f"texts file {path} is empty; give one text per line or JSONL with a '{text_field}' field")
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(lines, 1):
-            try:
-                texts.append(str(json.loads(line)[text_field]))
-            except (ValueError, KeyError, TypeError):
-                raise InputError(f"{path} line {number}: not a JSON object with a '{text_field}' field") from None
-        return texts
-    return lines

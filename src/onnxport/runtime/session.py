@@ -1,7 +1,8 @@
-"""Run an artifact's ONNX file: tokenization and an onnxruntime session, no torch.
+"""An onnxruntime session over one ONNX file: providers with a loud CPU fallback, threads,
+feeds cast to the dtypes the graph declares, io binding on CUDA. No torch.
 
-`TextEncoder` turns texts into the exact arrays the graph declares (names and int
-dtypes); `OnnxModel` runs them. Pipelines, verify and bench all build on these two.
+`OnnxModel` runs the arrays `tokenization.TextEncoder` makes; pipelines, checks, graph
+tools and benchmarks all build on these two.
 """
 
 from __future__ import annotations
@@ -13,70 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, InputError
+from ..core.messages import first_line
+from ..errors import ArtifactError, InputError
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
-_TOKENIZER_ARRAYS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-
-
-class TextEncoder:
-    """Tokenizes batches with the artifact's tokenizer.json, padded to the longest text."""
-
-    def __init__(self, artifact_dir: str | Path, *, max_length: int, pad_id: int, pad_token: str,
-                 padding_side: str = "right", fixed_length: int | None = None) -> None:
-        from tokenizers import Tokenizer
-
-        tokenizer_file = Path(artifact_dir) / "tokenizer.json"
-        if not tokenizer_file.exists():
-            raise ArtifactError(f"{tokenizer_file} is missing; re-export the artifact")
-        # A static-shape graph takes exactly `fixed_length` tokens: truncate and pad to it.
-        self.max_length = fixed_length or max_length
-        self.fixed_length = fixed_length
-        self.pad_id = pad_id
-        self.padding_side = padding_side
-        # Padding is done by `pad`, per batch, so each batch is only as long as its longest text.
-        self._unpadded = Tokenizer.from_file(str(tokenizer_file))
-        self._unpadded.no_padding()
-        self._unpadded.enable_truncation(max_length=self.max_length)
-
-    @classmethod
-    def for_artifact(cls, artifact) -> "TextEncoder":
-        info = artifact.manifest["tokenizer"]
-        static = artifact.spec.static_shape
-        return cls(artifact.path, max_length=info["max_length"], pad_id=info["pad_id"],
-                   pad_token=info["pad_token"], padding_side=info.get("padding_side", "right"),
-                   fixed_length=static[1] if static else None)
-
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list:
-        """One tokenizers.Encoding per text (truncated to max_length, not padded)."""
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
-        encodings = self._unpadded.encode_batch(list(texts))
-        if not truncate:
-            for index, encoding in enumerate(encodings):
-                if encoding.overflowing:
-                    raise InputError(
-                        f"text #{index} ({texts[index][:40]!r}...) is longer than the model's {self.max_length} "
-                        "tokens; shorten it or allow truncation"
-                    )
-        return encodings
-
-    def pad(self, encodings: Sequence) -> dict[str, np.ndarray]:
-        """Stack encodings into int64 arrays, padded to the longest (or the fixed length)."""
-        length = self.fixed_length or max((len(e.ids) for e in encodings), default=0)
-        arrays = {name: np.full((len(encodings), length), self.pad_id if name == "input_ids" else 0, dtype=np.int64)
-                  for name in _TOKENIZER_ARRAYS}
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            start = length - n if self.padding_side == "left" else 0
-            for name, attribute in _TOKENIZER_ARRAYS.items():
-                arrays[name][row, start:start + n] = getattr(encoding, attribute)
-        return arrays
-
-    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """{'input_ids', 'attention_mask', 'token_type_ids'} as int64 arrays [batch, sequence]."""
-        return self.pad(self.tokenize(texts))
 
 
 def default_threads() -> int:
@@ -134,8 +75,18 @@ def create_session(path: str | Path, *, providers: Sequence[str] | None = None, 
     try:
         return ort.InferenceSession(str(path), options, providers=resolve_providers(providers))
     except Exception as error:  # onnxruntime raises its own untyped exceptions
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ArtifactError(f"onnxruntime cannot load {path}: {message}") from None
+        raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(error)}") from None
+
+
+def graph_feed(session, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The session's inputs from the tokenizer's arrays, cast to the int type each one declares."""
+    feed = {}
+    for value in session.get_inputs():
+        if value.name not in arrays:
+            raise InputError(f"the graph needs input '{value.name}', which the tokenizer did not produce")
+        dtype = _ORT_INT_TYPES.get(value.type)
+        feed[value.name] = arrays[value.name].astype(dtype, copy=False) if dtype else arrays[value.name]
+    return feed
 
 
 class OnnxModel:
@@ -149,13 +100,7 @@ class OnnxModel:
         self.on_cuda = "CUDAExecutionProvider" in self.session.get_providers()
 
     def feed(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {}
-        for name, ort_type in self.input_types.items():
-            if name not in arrays:
-                raise InputError(f"the graph needs input '{name}', which the tokenizer did not produce")
-            dtype = _ORT_INT_TYPES.get(ort_type)
-            feed[name] = arrays[name].astype(dtype, copy=False) if dtype else arrays[name]
-        return feed
+        return graph_feed(self.session, arrays)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.on_cuda:

@@ -35,8 +35,8 @@ How tags follow optimize and quantize (`retag(original, new)`), first rule that 
   4. otherwise, the removed original nodes that consumed its inputs (onnxruntime's
      DynamicQuantizeLinear of a LayerNorm output goes to the MatMuls it feeds);
   5. otherwise, the common module of its tagged consumers, else of its tagged producers.
-What none of these reach stays glue. Runtime side: onnx and numpy only; torch is imported
-inside `module_index`, which reads the wrapper at export time.
+What none of these reach stays glue. ONNX side only (onnx and numpy): the index of an
+export wrapper's modules is built from PyTorch by `convert.module_tags.module_index`.
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ import collections
 import dataclasses
 import fnmatch
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import InputError
+from ..core.artifact import Artifact
+from ..core.files import write_json_atomic
+from ..core.model_files import MODEL_FILE
+from ..errors import ArtifactError, InputError
+from .onnx_files import FUSED_DOMAIN, load_onnx, save_onnx
 
 KEY_MODULE = "onnxport.module"
 KEY_CLASS = "onnxport.class"
@@ -61,7 +63,6 @@ KEY_TAGGED_BY = "onnxport.tagged_by"
 KEYS = (KEY_MODULE, KEY_CLASS, KEY_SCOPE, KEY_TAGGED_BY)
 WRAPPER = "<onnxport>"
 SIDECAR = "hierarchy.json"
-FUSED_DOMAIN = "com.microsoft"
 # The nodes that do the arithmetic; the coverage figure counts these.
 COMPUTE_OPS = frozenset({"MatMul", "Gemm", "Add", "LayerNormalization", "Softmax"})
 _DYNAMO_SCOPES = "pkg.torch.onnx.name_scopes"
@@ -201,7 +202,7 @@ class ModuleIndex:
         for wanted in (name, repeated.group(1) if repeated else None):
             if wanted is None:
                 continue
-            exact = [k for k in kids if _relative(k, parent) == wanted]
+            exact = [k for k in kids if relative_path(k, parent) == wanted]
             if len(exact) == 1:
                 return exact[0]
             suffix = [k for k in kids if k.endswith("." + wanted)]
@@ -210,43 +211,8 @@ class ModuleIndex:
         return None
 
 
-def _relative(path: str, parent: str) -> str:
+def relative_path(path: str, parent: str) -> str:
     return path[len(parent) + 1:] if parent else path
-
-
-def module_index(wrapper, backbone) -> ModuleIndex:
-    """Tags for every called module of `wrapper` (an nn.Module holding `backbone`), from
-    `named_modules()`: module paths relative to the backbone, class names per level."""
-    import torch
-
-    modules = dict(wrapper.named_modules())
-    backbone_path = next((path for path, module in modules.items() if module is backbone and path), None)
-    if backbone_path is None:
-        raise ValueError("the backbone is not a submodule of the wrapper")
-
-    def called(module) -> bool:  # ModuleList/ModuleDict have no forward and never become a scope
-        return type(module).forward is not torch.nn.Module.forward
-
-    def inside(path: str) -> bool:
-        return path == backbone_path or path.startswith(backbone_path + ".")
-
-    tags: dict[str, Tag] = {}
-    parents: dict[str, str] = {}
-    for path, module in modules.items():
-        if not called(module):
-            continue
-        parts = path.split(".") if path else []
-        chain = [p for p in [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)] if called(modules[p])]
-        if len(chain) > 1:
-            parents[path] = chain[-2]
-        if inside(path):
-            chain = [p for p in chain if inside(p)]
-            scope: tuple[str, ...] = ()
-        else:
-            scope = (WRAPPER,)
-        scope += tuple(_relative(child, parent) for parent, child in zip(chain, chain[1:]))
-        tags[path] = Tag(scope, tuple(type(modules[p]).__name__ for p in chain))
-    return ModuleIndex(tags, parents)
 
 
 def tag_exported(model, index: ModuleIndex) -> dict[str, int]:
@@ -623,16 +589,7 @@ def write_sidecar(folder: str | Path, file_name: str, model) -> Path:
                 "wrapper": WRAPPER, "keys": list(KEYS), "files": {}}
     tree = module_tree(model)
     data["files"][file_name] = {"tree": tree, "nodes": node_modules(model)}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".hierarchy.", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=1)
-            stream.write("\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    write_json_atomic(path, data, indent=1)
     return path
 
 
@@ -647,8 +604,6 @@ def carry_over_file(artifact, source_name: str, target_name: str) -> dict[str, i
     """Retag the artifact's `target_name` from `source_name` in place (atomic rewrite) and record
     it in the sidecar. Does nothing when the source has no tags."""
     import onnx
-
-    from .artifact import save_onnx
 
     source = onnx.load(str(artifact.model_path(source_name)), load_external_data=False)
     if not is_tagged(source):
@@ -669,10 +624,6 @@ def record(artifact, file_name: str, model) -> None:
 
 def inspect_hierarchy(path: str | Path, depth: int | None = None) -> dict:
     """The module tree of a .onnx file, or of an artifact's model.onnx, for `inspect --hierarchy`."""
-    from .artifact import MODEL_FILE, Artifact
-    from .errors import ArtifactError
-    from .graph import load_onnx
-
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist; pass a .onnx file or an artifact directory")

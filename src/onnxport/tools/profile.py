@@ -26,9 +26,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifact import Artifact
-from .errors import ArtifactError, InputError
-from .hierarchy import Tag, is_tagged, node_keys, read_tag, retag
+from ..core.artifact import Artifact
+from ..core.messages import first_line
+from ..core.sample_texts import builtin_texts
+from ..errors import ArtifactError, InputError
+from ..graph.tags import Tag, is_tagged, node_keys, read_tag, retag
+from ..runtime.pipelines import choose_model_file
+from ..runtime.session import default_threads, graph_feed
+from ..runtime.tokenization import TextEncoder
 
 GLUE = "(glue)"
 UNKNOWN = "(not in graph)"
@@ -109,10 +114,6 @@ def profile(artifact: str | Path | Artifact, *, model: str = "auto", texts: Sequ
     import onnx
     import onnxruntime as ort
 
-    from .pipelines import choose_model_file
-    from .runtime import TextEncoder, default_threads
-    from .texts import builtin_texts
-
     if batch_size < 1 or repeat < 1 or warmup < 0:
         raise InputError("batch size and repeat must be at least 1, warmup at least 0")
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
@@ -140,8 +141,8 @@ def profile(artifact: str | Path | Artifact, *, model: str = "auto", texts: Sequ
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ArtifactError(f"onnxruntime cannot load {path}: {str(error).strip().splitlines()[0]}") from None
-        feeds = [_feed(session, batch) for batch in batches]
+            raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(error)}") from None
+        feeds = [graph_feed(session, batch) for batch in batches]
         for _ in range(warmup):
             session.run(None, feeds[0])
         wall = 0.0
@@ -175,16 +176,6 @@ def profile(artifact: str | Path | Artifact, *, model: str = "auto", texts: Sequ
     return Profile(model_file=name, texts=len(texts), batch_size=batch_size, runs=repeat * len(feeds),
                    threads=threads, wall_ms=wall * 1000.0, session_ms=sum(e["dur"] for e in measured) / 1000.0,
                    nodes=nodes)
-
-
-def _feed(session, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    feed = {}
-    for value in session.get_inputs():
-        if value.name not in arrays:
-            raise InputError(f"the graph needs input '{value.name}', which the tokenizer did not produce")
-        dtype = np.int32 if value.type == "tensor(int32)" else np.int64
-        feed[value.name] = arrays[value.name].astype(dtype, copy=False)
-    return feed
 
 
 def _load_if_present(path: Path):

@@ -27,7 +27,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .errors import InputError
+from ..core.files import atomic_path
+from ..errors import InputError
 
 __all__ = [
     "INPUT_SUFFIXES",
@@ -43,6 +43,7 @@ __all__ = [
     "Row",
     "check_output",
     "read_rows",
+    "read_texts",
     "write_results",
 ]
 
@@ -99,17 +100,39 @@ def read_rows(
         path = _input_file(inputs)
         if path is None:
             return [Row(id=i, text=text, line=i + 1) for i, text in enumerate(inputs)]
-        suffix = path.suffix.lower()
-        if suffix == ".txt":
-            rows = reader.lines(_read_utf8(path), str(path))
-        elif suffix == ".jsonl":
-            rows = reader.jsonl(_read_utf8(path), str(path), text_field, id_field)
-        elif suffix == ".csv":
-            rows = reader.csv(_read_utf8(path), str(path), text_field, id_field)
-        else:
-            rows = reader.parquet(path, text_field, id_field)
+        rows = _read_file(reader, path, text_field, id_field)
         source = str(path)
+    _check_not_empty(rows, reader, source)
+    return rows
 
+
+def read_texts(path: str | Path, *, text_field: str = "text") -> list[str]:
+    """The texts of a `--texts FILE` (verify, export, optimize, quantize, profile, bench), read
+    by the same rules as the inputs of embed/ner/classify: .jsonl and .csv by `text_field`,
+    .parquet by column, anything else one text per line. A bad row is an error."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"texts file {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"texts file {path} is a directory; pass a file with one text per line")
+    reader = _Reader(skip_bad=False, warn=_warn_stderr, hint="fix the row")
+    rows = _read_file(reader, path, text_field, "id")
+    _check_not_empty(rows, reader, str(path))
+    return [row.text for row in rows]
+
+
+def _read_file(reader: "_Reader", path: Path, text_field: str, id_field: str) -> list[Row]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return reader.jsonl(_read_utf8(path), str(path), text_field, id_field)
+    if suffix == ".csv":
+        return reader.csv(_read_utf8(path), str(path), text_field, id_field)
+    if suffix == ".parquet":
+        return reader.parquet(path, text_field, id_field)
+    return reader.lines(_read_utf8(path), str(path))
+
+
+def _check_not_empty(rows: list[Row], reader: "_Reader", source: str) -> None:
     if not rows:
         if reader.skipped:
             raise InputError(
@@ -122,7 +145,6 @@ def read_rows(
             f"no texts in {source}: it is empty, or holds only blank lines or a header; give "
             "it at least one text"
         )
-    return rows
 
 
 def _warn_stderr(message: str) -> None:
@@ -221,14 +243,15 @@ class _BadRow(Exception):
 
 
 class _Reader:
-    def __init__(self, *, skip_bad: bool, warn: Callable[[str], None]) -> None:
+    def __init__(self, *, skip_bad: bool, warn: Callable[[str], None], hint: str = _SKIP_HINT) -> None:
         self.skip_bad = skip_bad
         self.warn = warn
+        self.hint = hint
         self.skipped = 0
 
     def bad(self, source: str, line: int, reason: str) -> None:
         if not self.skip_bad:
-            raise InputError(f"{source} line {line}: {reason}; {_SKIP_HINT}")
+            raise InputError(f"{source} line {line}: {reason}; {self.hint}")
         self.skipped += 1
         self.warn(f"{source} line {line}: {reason}, skipped")
 
@@ -531,34 +554,11 @@ def _write_stream(stream: TextIO, lines: Iterator[str]) -> None:
 
 
 def _atomic_write(output: Path, write: Callable[[Any], None]) -> None:
-    """Call `write` with a binary file in `output`'s directory, then move it onto `output`.
+    """Call `write` with a binary file beside `output`, then move it onto `output` (synced).
     On any failure the temp file is removed and `output` is left as it was."""
-    handle = tempfile.NamedTemporaryFile(
-        dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
+    with atomic_path(output, fsync=True) as temp:
+        with open(temp, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, _new_file_mode(output))
-        os.replace(handle.name, output)
-    except BaseException:
-        try:
-            os.unlink(handle.name)
-        except OSError:
-            pass
-        raise
-
-
-def _new_file_mode(output: Path) -> int:
-    """The mode `output` would have if created normally (temp files are private, 0600)."""
-    try:
-        return output.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def _embedding_matrix(results: Sequence[Any], kinds: list[str], output: Path) -> np.ndarray:

@@ -31,13 +31,18 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .artifact import Artifact
-from .errors import InputError
-from .pipelines import MODEL_FILES, load
-from .runtime import TextEncoder, default_threads
-from .spec import SEQUENCE_AXIS, Task
-from .texts import length_mix_texts, read_texts
-from .verification import QUALITY_DEFAULTS, quality_checks
+from ..checks.quality import QUALITY_DEFAULTS, quality_checks
+from ..convert.references import open_torch_pipeline
+from ..core.artifact import Artifact
+from ..core.messages import first_line
+from ..core.model_files import MODEL_CHOICES as MODEL_FILES
+from ..core.sample_texts import length_mix_texts
+from ..core.spec import SEQUENCE_AXIS, Task
+from ..errors import InputError
+from ..runtime.pipelines import load
+from ..runtime.session import default_threads
+from ..runtime.tokenization import TextEncoder
+from .textio import read_texts
 
 AGAINST = ("sentence-transformers",)
 CHART_SIZE = (1200, 600)  # pixels: 12 x 6 inches at 100 dpi
@@ -164,7 +169,7 @@ def torch_contender(art: Artifact, *, threads: int) -> Contender:
     source = art.manifest.get("source", {}).get("path")
 
     def load_torch() -> Runner:
-        runner = PipelineRunner(load(art, backend="torch"))  # a missing torch or source raises with a hint
+        runner = PipelineRunner(open_torch_pipeline(art))  # a missing torch or source raises with a hint
         _torch_threads(threads)
         return runner
 
@@ -560,7 +565,7 @@ class _Run:
 
 
 def _mark_unavailable(result: dict, error: BaseException, during: str | None = None) -> None:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = first_line(error)
     if not isinstance(error, InputError) and type(error).__module__.split(".")[0] != "onnxport":
         message = f"{type(error).__name__}: {message}"
     result["available"] = False

@@ -19,14 +19,17 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifact import MODEL_FILE, Artifact, file_facts, write_manifest
-from .errors import ArtifactError, InputError
-from .hierarchy import carry_over_file, nodes_matching_modules
-from .runtime import OnnxModel, TextEncoder
-from .texts import builtin_texts
-from .verification import QUALITY_DEFAULTS, quality_checks
+from ..checks.parity import verify as run_verify
+from ..checks.quality import QUALITY_DEFAULTS, quality_checks
+from ..core.artifact import Artifact, write_manifest
+from ..core.files import file_facts
+from ..core.model_files import INT8_FILE, MODEL_FILE, OPT_FILE
+from ..core.sample_texts import builtin_texts
+from ..errors import InputError
+from ..runtime.session import OnnxModel
+from ..runtime.tokenization import TextEncoder
+from .tags import carry_over_file, nodes_matching_modules
 
-INT8_FILE = "model.int8.onnx"
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64", "generic")
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "QAttention", "QLinearMatMul",
                  "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
@@ -145,7 +148,7 @@ def quantize(
     if mode not in ("dynamic", "static"):
         raise InputError(f"unknown mode '{mode}'; choose dynamic or static")
     config = QuantConfig.for_isa(isa or detect_isa())
-    source_name = input_file or ("model.opt.onnx" if art.verified("model.opt.onnx") else MODEL_FILE)
+    source_name = input_file or (OPT_FILE if art.verified(OPT_FILE) else MODEL_FILE)
     source_path = art.model_path(source_name)
     model = onnx.load(str(source_path), load_external_data=False)
     if _is_quantized(model):
@@ -204,8 +207,6 @@ def quantize(
     }
     art.files[INT8_FILE] = entry
     write_manifest(art.path, art.manifest)
-    from .verification import verify as run_verify
-
     report = run_verify(art, model_file=INT8_FILE, texts=texts, thresholds=targets)
     entry["verification"] = report.to_dict()
     return entry
@@ -217,11 +218,11 @@ def _describe(attempt: dict) -> str:
 
 def _run_quantizer(source: Path, target: Path, mode: str, config: QuantConfig, exclude: list[str],
                    encoder: TextEncoder, texts: list[str]) -> None:
+    import logging
+
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
-
-    import logging
 
     # onnxruntime.quantization logs a pre-processing hint on the root logger for every call.
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))

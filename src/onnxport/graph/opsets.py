@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from .errors import InputError
+from ..errors import InputError
 
 # onnxruntime minor release -> newest ONNX release it implements.
 _ORT_TO_ONNX = {

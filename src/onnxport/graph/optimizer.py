@@ -3,7 +3,9 @@
 Levels: `fused` (Attention, SkipLayerNormalization, EmbedLayerNormalization, BiasGelu; exact),
 `fused-gelu-approx` (also FastGelu's tanh approximation; slightly inexact), and `fp16`
 (fused, then float16 weights and compute with fp32 inputs/outputs, meant for GPUs).
-Writes model.opt.onnx or model.fp16.onnx into the artifact and verifies it.
+Writes model.opt.onnx or model.fp16.onnx into the artifact and verifies it: against the
+reference the caller passes (the facade passes PyTorch when it is installed), else against
+the artifact's fp32 model.onnx.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ import json
 import warnings
 from pathlib import Path
 
-from .artifact import MODEL_FILE, Artifact, file_facts, save_onnx, write_manifest
-from .errors import ArtifactError, InputError
-from .hierarchy import carry_over, record
+from ..checks.parity import verify as run_verify
+from ..core.artifact import Artifact, write_manifest
+from ..core.files import file_facts
+from ..core.model_files import FP16_FILE, MODEL_FILE, OPT_FILE
+from ..errors import ArtifactError, InputError
+from .onnx_files import FUSED_DOMAIN, save_onnx
+from .tags import carry_over, record
 
 LEVELS = ("fused", "fused-gelu-approx", "fp16")
-OUTPUT_FILES = {"fused": "model.opt.onnx", "fused-gelu-approx": "model.opt.onnx", "fp16": "model.fp16.onnx"}
+OUTPUT_FILES = {"fused": OPT_FILE, "fused-gelu-approx": OPT_FILE, "fp16": FP16_FILE}
+# The tanh GELU approximation is not exact, so like fp16 it is judged by quality.
+KINDS = {"fused": "opt", "fused-gelu-approx": "opt-approx", "fp16": "fp16"}
 # Ops that lose too much in float16 and stay fp32 (normalizations and softmax-like reductions
 # are handled inside onnxruntime's fused kernels; these are the standalone ones).
 FP16_KEEP_FP32 = ["ReduceSum", "ReduceMean", "Sqrt", "Div", "Pow", "Softmax", "LayerNormalization"]
@@ -26,13 +34,16 @@ FP16_KEEP_FP32 = ["ReduceSum", "ReduceMean", "Sqrt", "Div", "Pow", "Softmax", "L
 def fused_op_counts(model) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if node.domain == "com.microsoft":
+        if node.domain == FUSED_DOMAIN:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
 
-def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True, texts=None):
-    """Write the optimized model into the artifact; returns (file name, fused op counts, report)."""
+def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True, texts=None,
+             reference=None, notes=()):
+    """Write the optimized model into the artifact; returns (file name, fused op counts, report).
+
+    `reference` and `notes` go to `checks.parity.verify` (None: judged against model.onnx)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.transformers import optimizer
@@ -60,23 +71,19 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
     model = optimized.model
     carry_over(art.model_path(MODEL_FILE), model)  # fused nodes take the module of what they replaced
     counts = fused_op_counts(model)
-    if counts and not any(o.domain == "com.microsoft" for o in model.opset_import):
+    if counts and not any(o.domain == FUSED_DOMAIN for o in model.opset_import):
         # The optimizer inserts contrib ops without declaring their domain; the checker wants it.
-        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+        model.opset_import.append(onnx.helper.make_opsetid(FUSED_DOMAIN, 1))
     name = OUTPUT_FILES[level]
     onnx.checker.check_model(model if model.ByteSize() < 2**31 - 1 else str(art.model_path()), full_check=False)
     files = save_onnx(model, art.path / name)
-    # The tanh GELU approximation is not exact, so like fp16 it is judged by quality.
-    kind = {"fused": "opt", "fused-gelu-approx": "opt-approx", "fp16": "fp16"}[level]
-    art.files[name] = {"kind": kind, "level": level, "fused_ops": counts,
+    art.files[name] = {"kind": KINDS[level], "level": level, "fused_ops": counts,
                        "source_file": MODEL_FILE, "verification": None, **file_facts(files)}
     write_manifest(art.path, art.manifest)
     record(art, name, model)
     report = None
     if verify:
-        from .verification import verify as run_verify
-
-        report = run_verify(art, model_file=name, texts=texts)
+        report = run_verify(art, model_file=name, texts=texts, reference=reference, notes=notes)
     return name, counts, report
 
 

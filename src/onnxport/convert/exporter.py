@@ -13,16 +13,20 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import __version__, opsets
-from .artifact import (EXTERNAL_DATA_THRESHOLD, LABELS_FILE, MODEL_FILE, Artifact, check_output_dir, file_facts,
-                       save_onnx, staging_dir, write_manifest)
-from .errors import ExportError, InputError, OnnxportError
+from ..checks.parity import verify as run_verify
+from ..core.artifact import LABELS_FILE, Artifact, check_output_dir, staging_dir, write_manifest
+from ..core.files import file_facts
+from ..core.messages import first_line
+from ..core.model_files import MODEL_FILE
+from ..core.spec import Exporter, ExportSpec, Pooling, Task, TensorInfo
+from ..core.version import __version__
+from ..errors import ExportError, InputError, OnnxportError, ParityError
+from ..graph import opsets
+from ..graph import tags as module_tags
+from ..graph.onnx_files import EXTERNAL_DATA_THRESHOLD, save_onnx
+from .references import best_references
+from .requirements import require_export
 from .sources import Source, load_source, max_length_for
-from .spec import BATCH_AXIS, SEQUENCE_AXIS, Exporter, ExportSpec, Pooling, Task, TensorInfo
-
-TOKENIZER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_DUMMY_TEXTS = ("onnxport builds this dummy batch to trace the model once", "short one")
-_SEQUENCE_OUTPUTS = {"last_hidden_state", "token_embeddings"}
 
 Progress = Callable[[str], None]
 
@@ -59,6 +63,9 @@ def export(
     written, so the evidence stays on disk. With `hierarchy=True` every node carries its
     PyTorch module in metadata_props and the artifact gets hierarchy.json (see hierarchy.py).
     """
+    require_export("exporting")
+    from .wrapper import build_wrapper  # imports torch, so only after the check
+
     say = progress or (lambda message: None)
     out = Path(out)
     check_output_dir(out, force=force)
@@ -89,7 +96,7 @@ def export(
             say("checking and stamping the graph" + (", tagging module hierarchy" if hierarchy else ""))
             modules = None
             if hierarchy:
-                from .hierarchy import module_index
+                from .module_tags import module_index
 
                 modules = module_index(wrapper, source.module)
             model_info = finalize_graph(staging / MODEL_FILE, inputs, outputs, opset=spec.opset, max_ir=max_ir,
@@ -100,10 +107,10 @@ def export(
             artifact = Artifact(staging)
             report = None
             if verify:
-                from .verification import verify as run_verify
-
                 say("verifying against PyTorch over the shape matrix")
-                report = run_verify(artifact, texts=texts, atol=atol, reference_wrapper=wrapper)
+                reference, embedding_reference, notes = best_references(artifact, wrapper=wrapper)
+                report = run_verify(artifact, texts=texts, atol=atol, reference=reference,
+                                    embedding_reference=embedding_reference, notes=notes)
             else:
                 manifest["files"][MODEL_FILE]["verification"] = None
                 write_manifest(staging, manifest)
@@ -111,8 +118,6 @@ def export(
         source.module.train(was_training)
     artifact = Artifact(out)
     if report is not None and not report.passed:
-        from .errors import ParityError
-
         raise ParityError(
             f"the export in {out} does not match PyTorch: {report.failure_summary()}; "
             f"see `onnxport verify {out}` for the table"
@@ -190,108 +195,6 @@ def _resolve_spec(source: Source, *, pooling, normalize, opset, target, exporter
     )
 
 
-def choose_inputs(source: Source, spec: ExportSpec) -> tuple[list[str], bool]:
-    """Graph input names and whether token_type_ids must be fed as zeros inside the graph."""
-    from .wrap import forward_parameters, required_parameters
-
-    params = forward_parameters(source.module)
-    required = required_parameters(source.module)
-    if "input_ids" not in params:
-        raise ExportError(
-            f"{type(source.module).__name__}.forward takes no input_ids; onnxport exports text encoders "
-            "whose forward takes input_ids (and optionally attention_mask, token_type_ids)"
-        )
-    unknown = [name for name in required if name not in TOKENIZER_INPUTS and name != "self"]
-    if unknown:
-        raise ExportError(
-            f"{type(source.module).__name__}.forward requires {unknown}, which a tokenizer does not produce; "
-            "give them defaults or wrap the module"
-        )
-    names = [name for name in ("input_ids", "attention_mask") if name in params]
-    takes_types = "token_type_ids" in params
-    type_vocab = getattr(source.config, "type_vocab_size", 2) if source.config is not None else 2
-    if spec.token_type_ids and not takes_types:
-        raise ExportError(f"{type(source.module).__name__} takes no token_type_ids; drop --token-type-ids")
-    # Go by the model, not the tokenizer's model_input_names: ALBERT's tokenizer omits
-    # token_type_ids although the model has two segment types and pairs need them.
-    keep = takes_types and spec.token_type_ids is not False and (spec.token_type_ids or (type_vocab or 0) > 1)
-    if keep:
-        names.append("token_type_ids")
-    zero_types = takes_types and not keep and (spec.token_type_ids is False or "token_type_ids" in required)
-    return names, zero_types
-
-
-def dummy_batch(source: Source, spec: ExportSpec, input_names: list[str]):
-    import torch
-
-    if spec.static_shape:
-        batch, length = spec.static_shape
-        texts = [_DUMMY_TEXTS[i % 2] for i in range(batch)]
-        encoded = source.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
-                                   return_tensors="pt", return_token_type_ids=True)
-    else:
-        encoded = source.tokenizer(list(_DUMMY_TEXTS), padding=True, truncation=True, max_length=spec.max_length,
-                                   return_tensors="pt", return_token_type_ids=True)
-    dtype = torch.int32 if spec.int32_inputs else torch.int64
-    return tuple(encoded[name].to(dtype) for name in input_names)
-
-
-def build_wrapper(source: Source, spec: ExportSpec):
-    """(wrapper module, dummy inputs, input TensorInfos, output TensorInfos)."""
-    import torch
-
-    from .wrap import TASK_OUTPUTS, ExportWrapper, custom_output_layout
-
-    input_names, zero_types = choose_inputs(source, spec)
-    dummy = dummy_batch(source, spec, input_names)
-    source.module.eval()
-    common = dict(zero_token_type_ids=zero_types, int32_inputs=spec.int32_inputs)
-    probe = ExportWrapper(source.module, Task.CUSTOM, input_names, **common)
-    with torch.no_grad():
-        raw = source.module(**probe.model_kwargs(dummy))
-    custom_keys, names = None, None
-    if spec.task is Task.CUSTOM:
-        custom_keys, names = custom_output_layout(raw)
-        if spec.output_names:
-            if len(spec.output_names) != len(names):
-                raise InputError(f"--output-names gives {len(spec.output_names)} names but the module returns "
-                                 f"{len(names)} outputs ({names})")
-            names = list(spec.output_names)
-    with_pooler = spec.task is Task.FEATURE_EXTRACTION and getattr(raw, "pooler_output", None) is not None
-    if spec.pooling is Pooling.POOLER and getattr(raw, "pooler_output", None) is None:
-        raise ExportError("--pooling pooler needs a model with a pooler layer; this one has none, use mean or cls")
-    dense = source.st.dense_layers if source.st else None
-    wrapper = ExportWrapper(source.module, spec.task, input_names, pooling=spec.pooling, normalize=spec.normalize,
-                            dense_layers=dense, with_pooler_output=with_pooler, custom_output_keys=custom_keys,
-                            **common)
-    if names is None:
-        names = list(TASK_OUTPUTS[spec.task][: 2 if spec.task is not Task.FEATURE_EXTRACTION or with_pooler else 1])
-    with torch.no_grad():
-        results = wrapper(*dummy)
-    if len(results) != len(names):
-        raise ExportError(f"the model returned {len(results)} outputs, expected {len(names)} ({names})")
-    batch, length = dummy[0].shape
-    dtype = "int32" if spec.int32_inputs else "int64"
-    static = spec.static_shape is not None
-    inputs = [TensorInfo(n, dtype, (batch, length) if static else (BATCH_AXIS, SEQUENCE_AXIS)) for n in input_names]
-    outputs = []
-    for name, tensor in zip(names, results):
-        dims: list[int | str] = list(tensor.shape)
-        if not static:
-            if dims and dims[0] == batch:
-                dims[0] = BATCH_AXIS
-            if len(dims) > 1 and dims[1] == length and (
-                name in _SEQUENCE_OUTPUTS or spec.task in (Task.TOKEN_CLASSIFICATION, Task.CUSTOM)
-            ):
-                dims[1] = SEQUENCE_AXIS
-        outputs.append(TensorInfo(name, _torch_dtype_name(tensor.dtype), tuple(dims)))
-    return wrapper, dummy, inputs, outputs
-
-
-def _torch_dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _dynamic_axes(infos: list[TensorInfo]) -> dict[str, dict[int, str]]:
     return {info.name: {axis: dim for axis, dim in enumerate(info.dims) if isinstance(dim, str)} for info in infos}
 
@@ -310,7 +213,7 @@ def _export_with_fallback(wrapper, dummy, inputs, outputs, path: Path, spec: Exp
         except OnnxportError:
             raise
         except Exception as error:  # the exporters raise many unrelated types
-            errors.append(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+            errors.append(f"{type(error).__name__}: {first_line(error)}")
             for leftover in path.parent.glob(path.name + "*"):
                 leftover.unlink()
     raise ExportError("both exporters failed: " + "; ".join(errors) +
@@ -357,8 +260,6 @@ def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInf
     when given a `hierarchy.ModuleIndex`, check, and save (with external data when large).
     Returns facts for the manifest."""
     import onnx
-
-    from . import hierarchy as module_tags
 
     model = onnx.load(str(path))
     declared = {i.name: i for i in inputs + outputs}

@@ -1,0 +1,289 @@
+"""Prove a model file right: run it over a shape matrix and compare it with a reference.
+
+fp32 files (and the exactly fused model.opt.onnx) are judged by absolute tolerance
+against the reference the caller passes (convert passes PyTorch) or, without one, the
+artifact's fp32 model.onnx when PyTorch verified that; quantized, fp16 and approximate
+files by quality against model.onnx (see `quality`). Padding invariance and running at
+each shape are checked too. No reference, or an unverified one, gives "not verified",
+never a pass. This module never imports torch: references come in as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..core.artifact import Artifact
+from ..core.messages import first_line, short
+from ..core.model_files import MODEL_FILE, QUALITY_KINDS
+from ..core.sample_texts import builtin_texts
+from ..core.spec import SEQUENCE_AXIS
+from ..errors import InputError
+from ..runtime.session import OnnxModel
+from ..runtime.tokenization import TextEncoder
+from .quality import QUALITY_DEFAULTS, quality_checks, row_cosines
+from .report import NOT_VERIFIED, CheckResult, ParityReport
+
+DEFAULT_ATOL = 1e-4
+EMBEDDING_MIN_COSINE = 0.99999
+
+
+class Reference(Protocol):
+    """A model the file must match: the graph's input arrays in, {output name: array} out."""
+
+    name: str
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class EmbeddingReference(Protocol):
+    """An independent sentence encoder (sentence-transformers) for sentence-embedding files."""
+
+    name: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class OnnxReference:
+    """The artifact's fp32 model.onnx as the reference for its other files.
+
+    Trusted only when model.onnx itself passed a verification with a reference (PyTorch at
+    export time); `unverified_reason` says why not otherwise."""
+
+    def __init__(self, art: Artifact) -> None:
+        self.model = OnnxModel(art.model_path(MODEL_FILE))
+        report = art.files.get(MODEL_FILE, {}).get("verification") or {}
+        verdict = art.verdict(MODEL_FILE)
+        if verdict == "passed":
+            self.name = f"fp32 {MODEL_FILE} (verified against {report.get('reference', 'pytorch')})"
+            self.unverified_reason = None
+        else:
+            self.name = f"fp32 {MODEL_FILE} ({verdict})"
+            self.unverified_reason = (f"the reference {MODEL_FILE} is {verdict} itself; verify it against PyTorch "
+                                      f"first (`onnxport verify {art.path}` with onnxport[export] installed)")
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.model.run(arrays)
+
+
+def verify(
+    artifact: str | Path | Artifact,
+    *,
+    model_file: str = MODEL_FILE,
+    reference: Reference | None = None,
+    embedding_reference: EmbeddingReference | None = None,
+    texts: Sequence[str] | None = None,
+    atol: float = DEFAULT_ATOL,
+    thresholds: dict[str, float] | None = None,
+    notes: Sequence[str] = (),
+    record: bool = True,
+) -> ParityReport:
+    """Verify one model file of an artifact and (by default) record the report in its manifest.
+
+    `reference` is what an fp32/opt file must match within `atol`; without one, files other
+    than model.onnx are compared with model.onnx. Quality kinds (int8, fp16, opt-approx)
+    are always compared with model.onnx, against `thresholds`. `notes` are reasons a
+    reference was not available, kept in the report's `skipped`.
+
+    A report that is "not verified" never replaces a recorded verdict that had a reference.
+    """
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    if not isinstance(atol, (int, float)) or not atol >= 0:
+        raise InputError(f"atol must be a number of at least 0, not {atol!r}")
+    texts = list(texts) if texts is not None else builtin_texts()
+    if not texts:
+        raise InputError("verification needs at least one text")
+    encoder = TextEncoder.for_artifact(art)
+    model = OnnxModel(art.model_path(model_file))
+    kind = art.files.get(model_file, {}).get("kind", "fp32")
+    if kind in QUALITY_KINDS:
+        limits = {**QUALITY_DEFAULTS, **(thresholds or {})}
+        report = _verify_quality(art, model, encoder, texts, model_file, limits)
+    else:
+        if reference is None and model_file != MODEL_FILE:
+            reference = OnnxReference(art)
+        report = _verify_parity(art, model, encoder, texts, model_file, atol, reference, embedding_reference)
+    report.skipped[:0] = list(notes)
+    if record and not (report.verdict == NOT_VERIFIED and art.verdict(model_file) != NOT_VERIFIED):
+        art.record_verification(model_file, report.to_dict())
+    return report
+
+
+# ---------------------------------------------------------------- batches
+
+def shape_matrix(texts: list[str], encoder: TextEncoder, static_shape: tuple[int, int] | None) -> list[list[str]]:
+    """Batches of 1, 2, 7 and 16 texts: the shortest text alone, the longest alone (truncated),
+    short pairs, and mixed short/long batches with heavy padding."""
+    if static_shape:
+        size = static_shape[0]
+        return [_take(texts, i * size, size) for i in range(max(1, min(8, len(texts) // size)))]
+    lengths = [len(e.ids) for e in encoder.tokenize(texts)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    shortest, longest = texts[order[0]], texts[order[-1]]
+    short = [texts[i] for i in order[: max(2, len(order) // 3)]]
+    mixed = [texts[order[i]] for i in _interleave(len(order))]
+    return [
+        [shortest],
+        [longest],
+        _take(short, 0, 2),
+        _take(mixed, 0, 7),
+        _take(mixed, 7, 16),
+    ]
+
+
+def _interleave(n: int) -> list[int]:
+    """0, n-1, 1, n-2, ...: short and long texts side by side."""
+    out, low, high = [], 0, n - 1
+    while low <= high:
+        out.append(low)
+        if high != low:
+            out.append(high)
+        low, high = low + 1, high - 1
+    return out
+
+
+def _take(items: list[str], start: int, count: int) -> list[str]:
+    return [items[(start + i) % len(items)] for i in range(count)]
+
+
+# ---------------------------------------------------------------- fp32 parity
+
+def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts: list[str], model_file: str,
+                   atol: float, reference: Reference | None,
+                   embedding_reference: EmbeddingReference | None) -> ParityReport:
+    static = art.spec.static_shape
+    batches = shape_matrix(texts, encoder, static)
+    outputs = {o.name: o for o in art.outputs}
+    checks: list[CheckResult] = []
+    shapes = []
+    onnx_results = []
+    for batch in batches:
+        arrays = encoder.encode(batch)
+        shapes.append(list(arrays["input_ids"].shape))
+        try:
+            got = model.run(arrays)
+        except Exception as error:  # e.g. a graph whose batch or sequence axis was fixed at export
+            checks.append(CheckResult(f"runs at shape {'x'.join(map(str, shapes[-1]))}", "*", False,
+                                      {"max_abs_diff": float("inf")}, {"max_abs_diff": atol}, short(batch[0]),
+                                      shapes[-1], note=first_line(error, 200)))
+            continue
+        onnx_results.append((batch, arrays, got))
+        if reference is None:
+            continue
+        expected = reference.run(arrays)
+        for name, info in outputs.items():
+            checks.append(_compare(f"{_label(reference)} parity b{len(batch)}", name, got.get(name),
+                                   expected.get(name), arrays["attention_mask"], SEQUENCE_AXIS in info.dims[1:2],
+                                   batch, atol))
+    if not static:
+        checks.extend(_padding_invariance(model, encoder, onnx_results, outputs, atol))
+    if embedding_reference is not None:
+        checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference))
+    if reference is None:
+        reason = (f"no reference to compare {model_file} with: PyTorch is not available here "
+                  "(pip install \"onnxport[export]\" and keep the source model folder)")
+    else:
+        reason = getattr(reference, "unverified_reason", None)
+    return ParityReport(model_file, "atol", reference.name if reference is not None else "none", checks,
+                        len(texts), shapes, unverified_reason=reason)
+
+
+def _label(reference: Reference) -> str:
+    """'pytorch' or 'fp32 model.onnx': the check names say what was compared."""
+    return reference.name.split(" (")[0]
+
+
+def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarray | None, mask: np.ndarray, per_token: bool,
+             batch: list[str], atol: float) -> CheckResult:
+    limits = {"max_abs_diff": atol}
+    if got is None or expected is None:
+        where = "the file" if got is None else "the reference"
+        return CheckResult(name, output, False, {"max_abs_diff": float("inf")}, limits, None, None,
+                           note=f"{where} has no output '{output}'")
+    if got.shape != expected.shape:
+        return CheckResult(name, output, False, {"max_abs_diff": float("inf")}, limits, None, list(got.shape),
+                           note=f"shape {list(got.shape)} != PyTorch {list(expected.shape)}")
+    if got.dtype != expected.dtype:
+        return CheckResult(name, output, False, {"max_abs_diff": float("inf")}, limits, None, list(got.shape),
+                           note=f"dtype {got.dtype} != PyTorch {expected.dtype}")
+    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    if per_token:
+        real = mask.astype(bool)
+        per_row = np.array([diff[i][real[i]].max() if real[i].any() else 0.0 for i in range(len(batch))])
+        mean = float(diff[real].mean()) if real.any() else 0.0
+        cosines = row_cosines(got[real], expected[real])
+    else:
+        per_row = diff.reshape(len(batch), -1).max(axis=1)
+        mean = float(diff.mean())
+        cosines = row_cosines(got.reshape(len(batch), -1), expected.reshape(len(batch), -1))
+    worst = int(per_row.argmax())
+    measured = {"max_abs_diff": float(per_row.max()), "mean_abs_diff": mean,
+                "min_cosine": float(cosines.min()) if cosines.size else 1.0}
+    return CheckResult(name, output, measured["max_abs_diff"] <= atol, measured, limits,
+                       short(batch[worst]), list(got.shape))
+
+
+def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs, atol: float) -> list[CheckResult]:
+    """Each text of the padded batches, run alone, must give the same output."""
+    checks = []
+    for batch, arrays, got in results:
+        if len(batch) < 2:
+            continue
+        worst = {name: (0.0, None) for name in outputs}
+        for row, text in enumerate(batch):
+            single = encoder.encode([text])
+            try:
+                alone = model.run(single)
+            except Exception as error:  # a graph with a fixed batch or sequence axis
+                shape = "x".join(map(str, single["input_ids"].shape))
+                checks.append(CheckResult(f"runs at shape {shape}", "*", False, {"max_abs_diff": float("inf")},
+                                          {"max_abs_diff": atol}, short(text), note=first_line(error, 200)))
+                worst = {}
+                break
+            length = int(arrays["attention_mask"][row].sum())
+            for name, info in outputs.items():
+                if SEQUENCE_AXIS in info.dims[1:2]:
+                    diff = np.abs(got[name][row, :length] - alone[name][0, :length]).max()
+                else:
+                    diff = np.abs(got[name][row] - alone[name][0]).max()
+                if diff >= worst[name][0]:
+                    worst[name] = (float(diff), text)
+        for name, (diff, text) in worst.items():
+            checks.append(CheckResult(f"padding invariance b{len(batch)}", name, diff <= atol,
+                                      {"max_abs_diff": diff}, {"max_abs_diff": atol}, short(text)))
+    return checks
+
+
+def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], atol: float,
+                     reference: EmbeddingReference) -> CheckResult:
+    expected = reference.encode(texts)
+    got = np.concatenate([model.run(encoder.encode(texts[i:i + 16]))["sentence_embedding"]
+                          for i in range(0, len(texts), 16)])
+    cosines = row_cosines(got, expected)
+    diff = np.abs(got - expected).max(axis=1)
+    worst = int(cosines.argmin())
+    measured = {"min_cosine": float(cosines.min()), "max_abs_diff": float(diff.max())}
+    limits = {"min_cosine": EMBEDDING_MIN_COSINE, "max_abs_diff": atol}
+    passed = measured["min_cosine"] >= EMBEDDING_MIN_COSINE and measured["max_abs_diff"] <= atol
+    return CheckResult(reference.name, "sentence_embedding", passed, measured, limits, short(texts[worst]),
+                       list(got.shape))
+
+
+# ---------------------------------------------------------------- quality (int8 / fp16)
+
+def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts: list[str], model_file: str,
+                    limits: dict[str, float]) -> ParityReport:
+    reference = OnnxReference(art)
+    got, expected, masks = [], [], []
+    shapes = []
+    for start in range(0, len(texts), 16):
+        arrays = encoder.encode(texts[start:start + 16])
+        shapes.append(list(arrays["input_ids"].shape))
+        got.append(model.run(arrays))
+        expected.append(reference.run(arrays))
+        masks.append(arrays["attention_mask"].astype(bool))
+    checks = quality_checks(art.task, art.outputs[0].name, got, expected, masks, texts, limits, art.labels)
+    return ParityReport(model_file, "quality", reference.name, checks, len(texts), shapes,
+                        unverified_reason=reference.unverified_reason)

@@ -1,0 +1,125 @@
+"""Quality of a reduced-precision file (int8, fp16, approximate GELU) against fp32, by task.
+
+Embeddings: cosine per text and top-10 neighbour overlap. Sequence classifiers: label
+agreement. Token classifiers: token label agreement and entity F1, with entities decoded
+by `core.spans` exactly as the NER pipeline decodes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.messages import short
+from ..core.spans import group_spans, label_name
+from ..core.spec import Task
+from .report import CheckResult
+
+QUALITY_DEFAULTS = {
+    "mean_cosine": 0.995,
+    "min_cosine": 0.98,
+    "top10_overlap": 0.8,
+    "label_agreement": 0.99,
+    "entity_f1": 0.95,
+}
+
+
+def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
+                   texts: list[str], limits: dict[str, float], labels: dict[int, str] | None) -> list[CheckResult]:
+    """Quality of a reduced-precision model against the fp32 one, by task."""
+    if task in (Task.SEQUENCE_CLASSIFICATION,):
+        a = np.concatenate([g[output] for g in got]).argmax(-1)
+        b = np.concatenate([e[output] for e in expected]).argmax(-1)
+        agreement = float((a == b).mean())
+        worst = texts[int(np.argmax(a != b))] if agreement < 1 else None
+        return [CheckResult("label agreement", output, agreement >= limits["label_agreement"],
+                            {"label_agreement": agreement}, {"label_agreement": limits["label_agreement"]},
+                            short(worst) if worst else None)]
+    if task is Task.TOKEN_CLASSIFICATION:
+        a_tags = [g[output].argmax(-1) for g in got]
+        b_tags = [e[output].argmax(-1) for e in expected]
+        agree = np.concatenate([(x == y)[m] for x, y, m in zip(a_tags, b_tags, masks)])
+        spans_a = entity_spans(a_tags, masks, labels)
+        spans_b = entity_spans(b_tags, masks, labels)
+        f1 = _f1(spans_a, spans_b)
+        token_agreement = float(agree.mean())
+        return [
+            CheckResult("token label agreement", output, token_agreement >= limits["label_agreement"],
+                        {"label_agreement": token_agreement}, {"label_agreement": limits["label_agreement"]}),
+            CheckResult("entity agreement", output, f1 >= limits["entity_f1"], {"entity_f1": f1},
+                        {"entity_f1": limits["entity_f1"]}),
+        ]
+    # Embeddings: one vector per text (pooled output, or the masked mean of token vectors).
+    a = _vectors(got, output, masks)
+    b = _vectors(expected, output, masks)
+    cosines = row_cosines(a, b)
+    overlap = top_k_overlap(a, b, k=10)
+    worst = int(cosines.argmin())
+    checks = [
+        CheckResult("cosine to fp32", output,
+                    cosines.mean() >= limits["mean_cosine"] and cosines.min() >= limits["min_cosine"],
+                    {"mean_cosine": float(cosines.mean()), "min_cosine": float(cosines.min())},
+                    {"mean_cosine": limits["mean_cosine"], "min_cosine": limits["min_cosine"]},
+                    short(texts[worst])),
+    ]
+    if len(texts) > 10:
+        checks.append(CheckResult("top-10 neighbour overlap", output, overlap >= limits["top10_overlap"],
+                                  {"top10_overlap": overlap}, {"top10_overlap": limits["top10_overlap"]}))
+    return checks
+
+
+def _vectors(results: list[dict], output: str, masks: list[np.ndarray]) -> np.ndarray:
+    rows = []
+    for result, mask in zip(results, masks):
+        values = result[output]
+        if values.ndim == 3:
+            weights = mask[..., None].astype(values.dtype)
+            values = (values * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        rows.append(values.reshape(values.shape[0], -1))
+    return np.concatenate(rows).astype(np.float64)
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean share of each text's k nearest neighbours (by cosine) that both models agree on."""
+    k = min(k, len(a) - 1)
+    if k < 1:
+        return 1.0
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1)[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
+def entity_spans(tag_batches, masks, labels: dict[int, str] | None) -> set[tuple]:
+    """(text index, first token, end token, type) of every entity in argmax tag batches,
+    decoded by `core.spans.group_spans` over the real (unmasked) tokens of each text."""
+    spans = set()
+    offset = 0
+    for tags, mask in zip(tag_batches, masks):
+        for row in range(tags.shape[0]):
+            units = ((position, position + 1, label_name(labels, tags[row, position]), 1.0)
+                     for position in range(tags.shape[1]) if mask[row, position])
+            spans.update((offset + row, span.start, span.end, span.label) for span in group_spans(units))
+        offset += tags.shape[0]
+    return spans
+
+
+def _f1(a: set, b: set) -> float:
+    if not a and not b:
+        return 1.0
+    both = len(a & b)
+    return 2 * both / (len(a) + len(b))
+
+
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of `a` with the same row of `b` (1.0 where both are zero)."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.where(norms > 0, (a * b).sum(-1) / np.maximum(norms, 1e-30), 1.0)

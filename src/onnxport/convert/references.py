@@ -1,0 +1,140 @@
+"""The models an exported file is judged against, built on the torch side, and the
+verify/optimize entry points that pick the best one available.
+
+`TorchReference` runs the artifact's source model through the same wrapper the exporter
+traced (task head, pooling, Dense, normalize), so its outputs are exactly what the graph
+must produce. `SentenceTransformersReference` is an independent second opinion for
+sentence-embedding folders. `best_references` says which of them this environment can
+build and why not otherwise; without torch the checks fall back to model.onnx.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..checks.parity import DEFAULT_ATOL, ParityReport
+from ..checks.parity import verify as check
+from ..core.artifact import Artifact
+from ..core.model_files import MODEL_FILE, QUALITY_KINDS
+from ..core.spec import Task
+from ..errors import InputError, OnnxportError
+from .requirements import require_export
+
+
+class TorchReference:
+    """arrays in (as the tokenizer gives them), {output name: np.ndarray} out."""
+
+    def __init__(self, artifact: Artifact, *, source: str | Path | None = None, wrapper: Any = None,
+                 allow_pickle: bool = False) -> None:
+        require_export("running the PyTorch model")
+        import torch
+
+        self.name = "pytorch (in-memory module)"
+        if wrapper is None:
+            from .sources import load_source
+            from .wrapper import build_wrapper
+
+            path = source or artifact.manifest.get("source", {}).get("path")
+            if not path:
+                raise InputError("the artifact came from an in-memory module; pass the model folder as reference")
+            if not Path(path).exists():
+                raise InputError(f"the source model {path} is gone; pass the model folder as reference")
+            loaded = load_source(path, task=artifact.task, allow_pickle=allow_pickle)
+            wrapper, _, _, _ = build_wrapper(loaded, artifact.spec)
+            self.name = f"pytorch ({path})"
+        self.wrapper = wrapper
+        self.input_names = [i.name for i in artifact.inputs]
+        self.output_names = [o.name for o in artifact.outputs]
+        self.dtype = torch.int32 if artifact.spec.int32_inputs else torch.int64
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            results = self.wrapper(*[torch.as_tensor(arrays[n]).to(self.dtype) for n in self.input_names])
+        return {n: r.detach().cpu().numpy() for n, r in zip(self.output_names, results)}
+
+
+class SentenceTransformersReference:
+    """`SentenceTransformer(folder).encode`, for artifacts exported from a sentence-transformers folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(folder), device="cpu")
+        self.name = "sentence-transformers encode"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+
+
+def best_references(art: Artifact, model_file: str = MODEL_FILE, *, source: str | Path | None = None,
+                    allow_pickle: bool = False, wrapper: Any = None):
+    """(reference, embedding reference, notes) for `model_file`: PyTorch and sentence-transformers
+    where this environment has them and the source is reachable; notes say what is missing.
+
+    A source the caller names (`source`) must load: its errors propagate. The recorded source
+    path is best effort: when it is gone or refuses to load, the note says why and the
+    checks fall back to model.onnx (or "not verified" for model.onnx itself)."""
+    if art.files.get(model_file, {}).get("kind", "fp32") in QUALITY_KINDS:
+        return None, None, []  # judged against model.onnx by quality, whatever is installed
+    notes: list[str] = []
+    reference = None
+    try:
+        reference = TorchReference(art, source=source, wrapper=wrapper, allow_pickle=allow_pickle)
+    except OnnxportError as error:
+        if source is not None:
+            raise
+        notes.append(f"PyTorch parity: {error}")
+    return reference, _sentence_transformers_reference(art, notes), notes
+
+
+def _sentence_transformers_reference(art: Artifact, notes: list[str]) -> SentenceTransformersReference | None:
+    recorded = art.manifest.get("source", {})
+    if art.task is not Task.SENTENCE_EMBEDDING or recorded.get("kind") != "st-folder":
+        return None
+    if importlib.util.find_spec("sentence_transformers") is None:
+        notes.append("sentence-transformers parity: sentence-transformers is not installed")
+        return None
+    path = recorded.get("path")
+    if not path or not Path(path).exists():
+        notes.append(f"sentence-transformers parity: source folder {path} is gone")
+        return None
+    return SentenceTransformersReference(path)
+
+
+def verify(artifact: str | Path | Artifact, *, model_file: str = MODEL_FILE, reference: str | Path | None = None,
+           texts: Sequence[str] | None = None, atol: float = DEFAULT_ATOL, thresholds: dict[str, float] | None = None,
+           allow_pickle: bool = False, record: bool = True) -> ParityReport:
+    """Verify one model file against the best reference available (see `best_references`)."""
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    art.model_path(model_file)  # a missing file is the user's error, before any model loads
+    torch_reference, embedding_reference, notes = best_references(art, model_file, source=reference,
+                                                                  allow_pickle=allow_pickle)
+    return check(art, model_file=model_file, reference=torch_reference, embedding_reference=embedding_reference,
+                 texts=texts, atol=atol, thresholds=thresholds, notes=notes, record=record)
+
+
+def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True,
+             texts: Sequence[str] | None = None, allow_pickle: bool = False):
+    """`graph.optimizer.optimize`, verified against PyTorch where it is available."""
+    from ..graph.optimizer import KINDS, LEVELS
+    from ..graph.optimizer import optimize as fuse
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    reference, notes = None, []
+    if verify and level in LEVELS and KINDS[level] not in QUALITY_KINDS:
+        reference, _, notes = best_references(art, allow_pickle=allow_pickle)
+    return fuse(art, level=level, verify=verify, texts=texts, reference=reference, notes=notes)
+
+
+def open_torch_pipeline(artifact: str | Path | Artifact, *, truncate: bool = True, allow_pickle: bool = False):
+    """The artifact's task pipeline running its PyTorch source (`load(..., backend="torch")`)."""
+    from ..runtime.pipelines import load
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    return load(art, runner=TorchReference(art, allow_pickle=allow_pickle), backend="torch", truncate=truncate)
