@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import struct
+import sys
 import time
 
 import numpy as np
@@ -95,6 +96,7 @@ def test_cli_report_structure_json_md_and_chart_agree(tiny_artifact, texts_file,
     # The onnx contender in the subprocess does not import torch, so it needs less memory than PyTorch.
     assert by_name["onnx fp32"]["cold_start"]["peak_rss_mb"] < by_name["pytorch"]["cold_start"]["peak_rss_mb"]
     assert by_name["onnx fp32"]["size_bytes"] == (tiny_artifact / "model.onnx").stat().st_size
+    assert by_name["onnx fp32"]["verified"] is None  # exported with verify=False: "not verified"
     quality = by_name["onnx fp32"]["quality"]
     assert quality["passed"] and quality["metrics"]["mean_cosine"] > 0.9999 and quality["reference"] == "pytorch"
 
@@ -140,9 +142,12 @@ class Sleepy:
         return self.runner.outputs(texts)
 
 
-def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece_tokenizer):
+def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece_tokenizer, monkeypatch):
     from onnxport import Artifact
 
+    # sentence-transformers' onnx backend needs optimum; hidden here whether or not it is installed.
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    monkeypatch.setitem(sys.modules, "optimum.onnxruntime", None)
     art = Artifact(tiny_artifact)
     fp32 = bench.onnx_contender(art, "fp32", threads=1)
     slow = dataclasses.replace(fp32, name="slow fp32", load=lambda: Sleepy(fp32.load(), 0.01), cold_start=None)
@@ -151,8 +156,10 @@ def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece
     by_name = {c["name"]: c for c in report["contenders"]}
     assert list(by_name) == ["pytorch", "onnx fp32", "sentence-transformers", "sentence-transformers onnx",
                              "slow fp32"]
-    st_onnx = by_name["sentence-transformers onnx"]
-    assert st_onnx["available"] or st_onnx["reason"]  # without optimum: unavailable, and says why
+    assert by_name["sentence-transformers"]["available"], by_name["sentence-transformers"]["reason"]
+    st_onnx = by_name["sentence-transformers onnx"]  # without optimum: unavailable, and says why
+    assert not st_onnx["available"] and "requires installing Optimum" in st_onnx["reason"], st_onnx["reason"]
+    assert all(row["runs"] == 0 for row in st_onnx["throughput"]) and st_onnx["quality"] is None
     # SentenceTransformer(folder) mean-pools this plain BERT folder, as the artifact does.
     assert by_name["sentence-transformers"]["quality"]["metrics"]["mean_cosine"] > 0.9999
     assert all(row["texts_per_s"] > 0 for row in by_name["sentence-transformers"]["throughput"])

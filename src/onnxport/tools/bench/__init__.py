@@ -1,0 +1,81 @@
+"""Benchmark an artifact side by side: its model files, the PyTorch source, sentence-transformers.
+
+Every contender runs in this process on the same texts with the same thread count, through
+the same pipeline code (tokenize, length-sorted batches, run, restore order) where it can.
+Measured per contender: throughput per batch size (median of repeated runs after warm-up,
+with min/max), latency percentiles at batch 1, cold start and peak RSS (in a fresh
+interpreter), file size, and quality against the PyTorch reference with verify's metrics.
+Contenders take turns within each repeat so a noisy, shared CPU slows all of them alike;
+speed-up is a ratio to the reference measured in the same run.
+
+Runtime side: torch is imported only by the PyTorch and sentence-transformers contenders.
+Ctrl-C keeps what was measured; the report says it is partial.
+
+Modules, each building only on those before it: `cold_start` (fresh-interpreter scripts),
+`contenders` (what is measured, and how it loads), `chart` (the PNG), `report` (the report's
+structure, summary numbers, markdown, terminal tables, files), `measurement` (settings and
+the measuring run). This package holds `bench`, what the command does, and re-exports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from ...core.artifact import Artifact
+from ..textio import read_texts
+from .chart import CHART_SIZE, draw_chart, quality_text
+from .cold_start import measure_cold_start
+from .contenders import (AGAINST, EMBEDDING_TASKS, Contender, PipelineRunner, Runner, SentenceTransformerRunner,
+                         artifact_contenders, onnx_contender, sentence_transformers_contenders, torch_contender)
+from .measurement import Settings, measure, parse_batch_sizes
+from .report import (SUMMARY_COLUMNS, prepare_report_dir, print_report, summary_rows, throughput_columns,
+                     throughput_rows, to_markdown, write_reports)
+
+__all__ = [
+    "AGAINST", "CHART_SIZE", "EMBEDDING_TASKS", "SUMMARY_COLUMNS", "Contender", "PipelineRunner", "Runner",
+    "SentenceTransformerRunner", "Settings", "artifact_contenders", "bench", "draw_chart", "live_progress",
+    "measure", "measure_cold_start", "onnx_contender", "parse_batch_sizes", "prepare_report_dir", "print_report",
+    "quality_text", "sentence_transformers_contenders", "summary_rows", "throughput_columns", "throughput_rows",
+    "to_markdown", "torch_contender", "write_reports",
+]
+
+
+def bench(artifact: str | Path, *, report_dir: str | Path, texts_file: str | Path | None = None,
+          batch_sizes: Sequence[int] | None = None, against: Sequence[str] = (), quick: bool = False,
+          threads: int | None = None, progress: Callable[..., None] | None = None,
+          extra_contenders: Sequence[Contender] = ()) -> dict:
+    """What `onnxport bench` does: measure, then write the three report files."""
+    art = Artifact(artifact)
+    overrides = {"batch_sizes": tuple(batch_sizes) if batch_sizes else None, "threads": threads}
+    settings = Settings.quick(**overrides) if quick else dataclasses.replace(
+        Settings(), **{k: v for k, v in overrides.items() if v is not None})
+    texts = read_texts(texts_file) if texts_file else None
+    prepare_report_dir(report_dir)
+    report = measure(art, texts=texts, texts_source=str(texts_file) if texts_file else None, settings=settings,
+                     against=against, extra_contenders=extra_contenders, progress=progress)
+    report["files"] = {name: str(path) for name, path in write_reports(report, report_dir).items()}
+    return report
+
+
+@contextlib.contextmanager
+def live_progress(console) -> Iterator[Callable[..., None] | None]:
+    """A rich progress bar on a terminal (None elsewhere), as the callback `measure` takes."""
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def update(description: str | None, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            if description is not None:
+                bar.update(task, description=description, advance=1)
+
+        yield update
