@@ -85,10 +85,20 @@ def tiny_sequence_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Pa
 
 
 @pytest.fixture(scope="session")
-def minilm_artifact(tmp_path_factory, minilm_path) -> Path:
-    """all-MiniLM-L6-v2 exported once (verified) for every test that reads it."""
-    import onnxport
+def minilm_cli_export(tmp_path_factory) -> tuple[Path, str]:
+    """all-MiniLM-L6-v2 exported once per session, the way the README does it (`onnxport
+    export -o OUT`, the built-in default model): (OUT, the command's output)."""
+    from click.testing import CliRunner
+
+    from onnxport.tools.cli import main
 
     out = tmp_path_factory.mktemp("minilm") / "artifact"
-    onnxport.export(minilm_path, out=out)
-    return out
+    result = CliRunner().invoke(main, ["export", "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(minilm_cli_export) -> Path:
+    """The verified all-MiniLM-L6-v2 artifact every test reads (copy it before changing it)."""
+    return minilm_cli_export[0]

@@ -60,16 +60,46 @@ def test_embed_jsonl_with_ids_to_parquet(tmp_path, minilm_artifact, expected_vec
 
 
 def test_embed_csv_and_stdin(tmp_path, minilm_artifact, expected_vectors):
+    """CSV values are strings, so a CSV id is the string as written ("7", "009": never the
+    int 7 or 9); only a row whose id cell is empty gets its 0-based row position, an int."""
+    from onnxport.tools.textio import read_rows
+
     source = tmp_path / "in.csv"
-    source.write_text('id,text\n7,"hello world"\n9,"AC sleeper bus from Bangalore to Mumbai tomorrow"\n',
-                      encoding="utf-8")
+    source.write_text('id,text\n7,"hello world"\n009,"AC sleeper bus from Bangalore to Mumbai tomorrow"\n'
+                      ',東京は日本の首都です。\n', encoding="utf-8")
+    rows = read_rows([str(source)])
+    assert [row.id for row in rows] == ["7", "009", 2]
+    assert [type(row.id) for row in rows] == [str, str, int]
+    assert [row.line for row in rows] == [2, 3, 4]
+
     out = tmp_path / "out.jsonl"
-    assert invoke("embed", minilm_artifact, source, "-o", out).exit_code == 0
+    result = invoke("embed", minilm_artifact, source, "-o", out)
+    assert result.exit_code == 0, result.output
     records = jsonl(out.read_text(encoding="utf-8"))
-    assert [r["id"] for r in records] == [7, 9] or [r["id"] for r in records] == ["7", "9"]
+    # The written ids keep the reader's types exactly: JSON strings "7" and "009", the number 2.
+    assert [r["id"] for r in records] == ["7", "009", 2]
+    assert [type(r["id"]) for r in records] == [str, str, int]
+    assert [r["text"] for r in records] == [TEXTS[1], TEXTS[0], TEXTS[2]]
+    np.testing.assert_allclose(np.array(records[0]["embedding"]), expected_vectors[1], atol=1e-6)
     np.testing.assert_allclose(np.array(records[1]["embedding"]), expected_vectors[0], atol=1e-6)
+    np.testing.assert_allclose(np.array(records[2]["embedding"]), expected_vectors[2], atol=1e-6)
     piped = invoke("embed", minilm_artifact, input="hello world\n")
     np.testing.assert_allclose(np.array(jsonl(piped.stdout)[0]["embedding"]), expected_vectors[1], atol=1e-6)
+
+
+def test_csv_ids_in_parquet_are_one_string_column(tmp_path, minilm_artifact):
+    """A parquet column has one type: string CSV ids mixed with a position become strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,text\n7,hello world\n,hi\n", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    result = invoke("embed", minilm_artifact, source, "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.schema.field("id").type == pa.string()
+    assert table.column("id").to_pylist() == ["7", "1"]
 
 
 def test_bad_row_is_reported_with_its_line_and_skippable(tmp_path, minilm_artifact):

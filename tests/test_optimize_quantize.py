@@ -8,6 +8,7 @@ against the fp32 graph and labels against PyTorch's own argmax.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -31,11 +32,23 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def fresh_copy(source, tmp_path, name="artifact"):
+    """Every test that writes into an artifact (optimize, quantize) gets its own copy of the
+    module's export, so no test sees what another one wrote and each passes run alone."""
+    return shutil.copytree(source, tmp_path / name)
+
+
 @pytest.fixture(scope="module")
-def embedding_artifact(tmp_path_factory, tiny_bert_folder):
+def embedding_export(tmp_path_factory, tiny_bert_folder):
     out = tmp_path_factory.mktemp("opt") / "artifact"
     onnxport.export(tiny_bert_folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
+    assert Artifact(out).verified()
     return out
+
+
+@pytest.fixture
+def embedding_artifact(embedding_export, tmp_path):
+    return fresh_copy(embedding_export, tmp_path)
 
 
 def test_fusion_counts_follow_the_config_and_pooling_does_not_block_them(embedding_artifact):
@@ -57,8 +70,8 @@ def test_optimized_model_equals_pytorch(embedding_artifact, tiny_bert_folder):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    if not (embedding_artifact / "model.opt.onnx").exists():
-        optimize(embedding_artifact, level="fused", verify=False)
+    assert not (embedding_artifact / "model.opt.onnx").exists()  # a fresh copy
+    optimize(embedding_artifact, level="fused", verify=False)
     texts = ["a short one", "a somewhat longer sentence with more words in it", "東京"]
     got = onnxport.load(embedding_artifact, model="opt").embed(texts)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_folder)
@@ -80,7 +93,7 @@ def test_unknown_level_is_a_clear_error(embedding_artifact):
 
 
 @pytest.fixture(scope="module")
-def sensitive_artifact(tmp_path_factory, wordpiece_tokenizer):
+def sensitive_export(tmp_path_factory, wordpiece_tokenizer):
     """A tiny BERT whose layer 1 feed-forward output is fragile under int8 on purpose.
 
     One intermediate channel of layer 1 is pushed to ~1000 and its weight in output.dense is
@@ -105,12 +118,19 @@ def sensitive_artifact(tmp_path_factory, wordpiece_tokenizer):
     return out
 
 
+@pytest.fixture
+def sensitive_artifact(sensitive_export, tmp_path):
+    return fresh_copy(sensitive_export, tmp_path)
+
+
 def test_unguarded_int8_misses_the_target_on_the_sensitive_model(sensitive_artifact):
     entry = quantize(sensitive_artifact, guard=False, texts=builtin_texts(48))
     assert entry["float_units"] == []
     assert entry["quality"]["mean_cosine"] < 0.995
     assert entry["verification"]["passed"] is False
+    assert entry["verification"]["verdict"] == "failed"
     assert not Artifact(sensitive_artifact).verified(INT8_FILE)
+    assert Artifact(sensitive_artifact).verdict(INT8_FILE) == "failed"
 
 
 def test_guard_keeps_the_sabotaged_unit_in_float(sensitive_artifact):
@@ -119,7 +139,7 @@ def test_guard_keeps_the_sabotaged_unit_in_float(sensitive_artifact):
     assert ranking[0] == "layer.1.output", entry["sensitivity"]
     assert "layer.1.output" in entry["float_units"]
     assert entry["quality"]["mean_cosine"] >= 0.995 and entry["quality"]["min_cosine"] >= 0.98
-    assert entry["verification"]["passed"]
+    assert entry["verification"]["passed"] and entry["verification"]["verdict"] == "passed"
     assert entry["quantized_units"] >= 1  # the rest stayed int8
     art = Artifact(sensitive_artifact)
     assert art.verified(INT8_FILE)
@@ -134,10 +154,10 @@ def test_guard_keeps_the_sabotaged_unit_in_float(sensitive_artifact):
     assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for op in ops.values())
 
 
-def test_units_are_grouped_per_layer_and_kind(sensitive_artifact):
+def test_units_are_grouped_per_layer_and_kind(sensitive_export):
     import onnx
 
-    units = quantizable_units(onnx.load(str(Artifact(sensitive_artifact).path / "model.onnx")))
+    units = quantizable_units(onnx.load(str(Artifact(sensitive_export).path / "model.onnx")))  # reads only
     for layer in range(3):
         assert len(units[f"layer.{layer}.attention"]) == 3  # query, key, value
         for kind in ("attention-output", "intermediate", "output"):
@@ -148,12 +168,18 @@ def test_units_are_grouped_per_layer_and_kind(sensitive_artifact):
 
 
 @pytest.fixture(scope="module")
-def classifier_artifact(tmp_path_factory, tiny_sequence_classifier_folder):
+def classifier_export(tmp_path_factory, tiny_sequence_classifier_folder):
     folder = tiny_sequence_classifier_folder
     out = tmp_path_factory.mktemp("cls-art") / "artifact"
     result = run_cli("export", "--model", folder, "-o", out, "--quantize")
     assert result.exit_code == 0, result.output
     return folder, out
+
+
+@pytest.fixture
+def classifier_artifact(classifier_export, tmp_path):
+    folder, out = classifier_export
+    return folder, fresh_copy(out, tmp_path)
 
 
 def test_export_quantize_writes_verified_opt_and_int8(classifier_artifact):
@@ -210,19 +236,47 @@ def test_unknown_target_metric_is_a_usage_error(classifier_artifact):
     assert result.exit_code == 2 and "mean_cosine" in result.output
 
 
-def test_static_quantization_cli_reports_quality(embedding_artifact, tmp_path):
+# Targets whose outcome is known whatever the int8 file's quality: every cosine is at least
+# -1 and every overlap at least 0, so LENIENT always holds; no cosine exceeds 1, so
+# UNREACHABLE never does (and --no-guard keeps the guard from trying every unit first).
+LENIENT = ["--target", "mean_cosine=-1", "--target", "min_cosine=-1", "--target", "top10_overlap=0"]
+UNREACHABLE = ["--target", "mean_cosine=1.01", "--no-guard"]
+
+
+@pytest.mark.parametrize(("targets", "code", "verdict"), [(LENIENT, 0, "passed"), (UNREACHABLE, 1, "failed")],
+                         ids=["lenient-passes", "unreachable-fails"])
+def test_static_quantization_cli_reports_quality(embedding_artifact, tmp_path, targets, code, verdict):
     texts = tmp_path / "calibration.txt"
     texts.write_text("\n".join(builtin_texts(40)) + "\n")
-    result = run_cli("quantize", embedding_artifact, "--mode", "static", "--texts", texts)
+    result = run_cli("quantize", embedding_artifact, "--mode", "static", "--texts", texts, *targets)
+    assert result.exit_code == code, result.output
     entry = Artifact(embedding_artifact).files[INT8_FILE]
     assert entry["mode"] == "static"
-    assert result.exit_code == (0 if entry["verification"]["passed"] else 1), result.output
+    assert entry["source_file"] == "model.onnx"  # a fresh copy: no model.opt.onnx to start from
+    report = entry["verification"]
+    assert report["verdict"] == verdict and report["passed"] is (verdict == "passed")
+    assert report["mode"] == "quality" and report["reference"].startswith("fp32 model.onnx (verified")
+    checks = {c["name"]: c for c in report["checks"]}
+    assert set(checks) == {"cosine to fp32", "top-10 neighbour overlap"}
+    if verdict == "failed":
+        assert checks["cosine to fp32"]["passed"] is False
+        assert checks["cosine to fp32"]["limits"]["mean_cosine"] == 1.01
+        assert checks["cosine to fp32"]["measured"]["mean_cosine"] <= 1.0 + 1e-9
+        assert entry["float_units"] == []  # --no-guard: everything quantized
+    else:
+        assert all(c["passed"] for c in report["checks"])
     assert f"mean_cosine={entry['quality']['mean_cosine']:.4f}" in result.output
     # The measured quality is what a fresh comparison against fp32 gives.
     fp32 = onnxport.load(embedding_artifact, model="fp32").embed(builtin_texts(40))
-    int8 = onnxport.load(embedding_artifact, model="int8").embed(builtin_texts(40))
+    if verdict == "failed":
+        with pytest.warns(UserWarning, match="FAILED verification"):
+            int8_pipeline = onnxport.load(embedding_artifact, model="int8")
+    else:
+        int8_pipeline = onnxport.load(embedding_artifact, model="int8")
+    int8 = int8_pipeline.embed(builtin_texts(40))
     cosines = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
     assert abs(cosines.mean() - entry["quality"]["mean_cosine"]) < 1e-3
+    assert abs(cosines.mean() - checks["cosine to fp32"]["measured"]["mean_cosine"]) < 1e-3
     assert json.loads((embedding_artifact / "onnxport.json").read_text())["files"][INT8_FILE]["mode"] == "static"
 
 

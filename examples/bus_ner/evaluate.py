@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import detokenize, read_jsonl, write_atomic  # noqa: E402
 
+from onnxport.core.spans import group_spans  # noqa: E402
+
 Span = tuple  # (first word, end word exclusive, label), or ("chars", start, end, label) when misaligned
 
 TARGET_QUERY = "AC sleeper bus from Bangalore to Mumbai tomorrow"
@@ -42,18 +44,11 @@ BACKENDS = {"pytorch": {"backend": "torch"}, "onnx-fp32": {"model": "fp32"}, "on
 
 def bio_spans(tags: list[str]) -> set[Span]:
     """Entity spans from BIO tags, the way seqeval/conlleval read them by default: an entity
-    starts at B-X, or at I-X not preceded by the same type, and runs over the I-X after it."""
-    spans = set()
-    start, label = None, None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, _, kind = tag.partition("-") if tag != "O" else ("O", "", "")
-        continues = prefix == "I" and kind == label
-        if start is not None and not continues:
-            spans.add((start, i, label))
-            start, label = None, None
-        if prefix in ("B", "I") and not continues:
-            start, label = i, kind
-    return spans
+    starts at B-X, or at I-X not preceded by the same type, and runs over the I-X after it.
+    Decoded by onnxport's own span decoder (`onnxport.core.spans`, on purpose): the one the
+    NER pipeline and the int8 guard use, so gold, predictions and the guard agree."""
+    units = ((i, i + 1, tag, 1.0) for i, tag in enumerate(tags))
+    return {(span.start, span.end, span.label) for span in group_spans(units)}
 
 
 def prf(gold: list[set[Span]], predicted: list[set[Span]]) -> dict:

@@ -61,8 +61,9 @@ class OnnxReference:
             self.unverified_reason = None
         else:
             self.name = f"fp32 {MODEL_FILE} ({verdict})"
-            self.unverified_reason = (f"the reference {MODEL_FILE} is {verdict} itself; verify it against PyTorch "
-                                      f"first (`onnxport verify {art.path}` with onnxport[export] installed)")
+            state = "is not verified itself" if verdict == NOT_VERIFIED else "failed its own verification"
+            self.unverified_reason = (f"the reference {MODEL_FILE} {state}; verify it against PyTorch first "
+                                      f"(`onnxport verify {art.path}` with onnxport[export] installed)")
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.run(arrays)

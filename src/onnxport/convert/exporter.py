@@ -72,6 +72,8 @@ def export(
     task = _as_enum(Task, task, "task")
     pooling = _as_enum(Pooling, pooling, "pooling")
     exporter = _as_enum(Exporter, exporter, "exporter")
+    if not isinstance(atol, (int, float)) or not atol >= 0:
+        raise InputError(f"atol must be a number of at least 0, not {atol!r}")
     if static_shape is not None and (len(static_shape) != 2 or min(static_shape) < 1):
         raise InputError(f"static shape must be two positive ints BATCH,SEQUENCE, not {static_shape}")
     target = target_ort or opsets.installed_ort_version()

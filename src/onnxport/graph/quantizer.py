@@ -152,7 +152,7 @@ def quantize(
     source_path = art.model_path(source_name)
     model = onnx.load(str(source_path), load_external_data=False)
     if _is_quantized(model):
-        raise InputError(f"{source_name} is already quantized; quantize the fp32 {MODEL_FILE} or model.opt.onnx")
+        raise InputError(f"{source_name} is already quantized; quantize the fp32 {MODEL_FILE} or {OPT_FILE}")
     if exclude_modules:  # module path globs -> the nodes that stay float (hierarchy tags)
         exclude_nodes = list(exclude_nodes) + nodes_matching_modules(model, exclude_modules)
     texts = list(texts) if texts is not None else builtin_texts(96)

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 import onnxport
 
+from ..core.model_files import MODEL_FILE
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
 from . import render
@@ -78,7 +79,8 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify the export against PyTorch.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Texts to verify with (one per line or JSONL).")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Verification tolerance.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Verification tolerance.")
 @click.option("--hierarchy/--no-hierarchy", default=True, show_default=True,
               help="Tag every node with its PyTorch module (node metadata) and write hierarchy.json.")
 @click.option("--optimize", "optimize_after", is_flag=True, help="Also write the fused model.opt.onnx.")
@@ -103,7 +105,7 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
         )
     except OnnxportError as error:
         if error.exit_code == 1 and out.exists():  # failed verification: show the evidence first
-            render.print_report(onnxport.Artifact(out).files["model.onnx"]["verification"])
+            render.print_report(onnxport.Artifact(out).files[MODEL_FILE]["verification"])
         raise
     render.print_summary(artifact)
     if optimize_after or quantize_after:
@@ -131,7 +133,7 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--model-file", default="model.onnx", show_default=True, help="Which model file of the artifact.")
+@click.option("--model-file", default=MODEL_FILE, show_default=True, help="Which model file of the artifact.")
 @click.option("--reference", type=click.Path(path_type=Path), help="Reference model folder [default: the source].")
 @click.option("--texts", type=click.Path(path_type=Path), help="Texts file (one per line or JSONL).")
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,

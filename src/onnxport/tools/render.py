@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.model_files import MODEL_FILE
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -35,7 +37,7 @@ def print_summary(artifact) -> None:
         for tensor in manifest[kind]:
             grid.add_row(kind[:-1], tensor["name"], tensor["dtype"], dims(tensor["dims"]))
     console.print(grid)
-    report = manifest["files"]["model.onnx"].get("verification")
+    report = manifest["files"][MODEL_FILE].get("verification")
     if report is None:
         console.print("[yellow]not verified[/] (--no-verify); run `onnxport verify` before shipping it")
     elif verdict_of(report) != "passed":
@@ -57,7 +59,7 @@ def print_report(report: dict) -> None:
         grid.add_row(check["name"], check["output"], measured, limits, result, escape(worst))
     stdout.print(grid)
     for reason in report.get("skipped", []):
-        stdout.print(f"[yellow]skipped[/] {reason}")
+        stdout.print(f"[yellow]skipped[/] {escape(reason)}")
     verdict = verdict_of(report)
     failed = sum(not c["passed"] for c in report["checks"])
     if verdict == "passed":
@@ -83,7 +85,7 @@ def print_inspection(info: dict) -> None:
                      + (f", pooling {art['pooling']}, normalize {art['normalize']}" if art["pooling"] else "")
                      + f", max length {art['max_length']}")
         if art["labels"]:
-            stdout.print("labels: " + ", ".join(f"{k}={v}" for k, v in art["labels"].items()))
+            stdout.print("labels: " + escape(", ".join(f"{k}={v}" for k, v in art["labels"].items())))
         status = {"passed": "[green]verified[/]", "failed": "[red]verification FAILED[/]",
                   "not verified": "[yellow]not verified[/]"}
         for name, entry in art["files"].items():
@@ -105,7 +107,7 @@ def print_inspection(info: dict) -> None:
     if model["metadata"]:
         stdout.print("metadata: " + ", ".join(f"{k}={v}" for k, v in model["metadata"].items()))
     for tool, result in model["loads"].items():
-        stdout.print(f"{tool}: " + ("[green]loads[/]" if result["ok"] else f"[red]fails[/]: {result['error']}"))
+        stdout.print(f"{tool}: " + ("[green]loads[/]" if result["ok"] else f"[red]fails[/]: {escape(result['error'])}"))
 
 
 def print_fusion(name: str, counts: dict, report) -> None:
