@@ -177,3 +177,21 @@ def test_the_int8_guard_and_ner_read_the_same_entities():
     guard = entity_spans([tag_ids], [np.ones_like(tag_ids, dtype=bool)], labels)
     assert sorted((start, end, label) for _, start, end, label in guard) == [(2, 4, "SRC"), (5, 7, "DEST"),
                                                                            (8, 9, "DATE")]
+
+
+def test_an_artifact_written_before_verdicts_existed_still_loads(artifact):
+    # Manifests from before the redesign have `passed` but no `verdict` / `unverified_reason`.
+    data = manifest(artifact)
+    for entry in data["files"].values():
+        for key in ("verdict", "unverified_reason"):
+            entry["verification"].pop(key)
+    (artifact / "onnxport.json").write_text(json.dumps(data))
+    old = onnxport.Artifact(artifact)
+    assert old.verdict("model.onnx") == "passed" and old.verified("model.opt.onnx")
+    assert onnxport.load(artifact).model_file == "model.opt.onnx"  # auto still prefers the verified fused file
+    info = onnxport.inspect(artifact)["artifact"]["files"]
+    assert info["model.onnx"]["verdict"] == "passed" and info["model.onnx"]["verified"] is True
+    data["files"]["model.opt.onnx"]["verification"]["passed"] = False
+    (artifact / "onnxport.json").write_text(json.dumps(data))
+    assert onnxport.Artifact(artifact).verdict("model.opt.onnx") == "failed"
+    assert onnxport.load(artifact).model_file == "model.onnx"
