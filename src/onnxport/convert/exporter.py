@@ -61,7 +61,7 @@ def export(
     Returns the artifact. With `verify=True` (the default) the artifact's manifest holds
     the parity report; a failed verification raises ParityError after the artifact is
     written, so the evidence stays on disk. With `hierarchy=True` every node carries its
-    PyTorch module in metadata_props and the artifact gets hierarchy.json (see hierarchy.py).
+    PyTorch module in metadata_props and the artifact gets hierarchy.json (see graph/tags.py).
     """
     require_export("exporting")
     from .wrapper import build_wrapper  # imports torch, so only after the check
