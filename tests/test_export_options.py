@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import onnxport
-from onnxport.runtime.tokenization import TextEncoder
 
 TEXTS = ["a short one", "a rather longer text that needs more tokens than the others", "mid length text"]
 

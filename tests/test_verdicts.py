@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 import onnxport
-from onnxport.checks import parity
 from onnxport.checks.quality import entity_spans
 from onnxport.convert import references, requirements
 from onnxport.core.spans import group_spans, split_tag

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from . import errors
 from .core.artifact import Artifact
 from .core.spec import Exporter, Pooling, Task
-from .core.version import __version__
+from .core.version import __version__  # noqa: F401 - onnxport.__version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checks.report import ParityReport

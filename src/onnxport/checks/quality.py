@@ -115,8 +115,6 @@ def _f1(a: set, b: set) -> float:
     return 2 * both / (len(a) + len(b))
 
 
-
-
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine of each row of `a` with the same row of `b` (1.0 where both are zero)."""
     a = a.astype(np.float64)

@@ -35,9 +35,6 @@ def _dims(value) -> list[int | str]:
 
 def describe_model(path: str | Path) -> dict[str, Any]:
     """Everything `inspect` shows about one .onnx file, as plain data."""
-    import onnx
-    from onnx import numpy_helper
-
     path = Path(path)
     model = load_onnx(path)
     external = external_data_files(model, path.parent)

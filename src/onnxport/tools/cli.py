@@ -185,7 +185,7 @@ def _targets(ctx, param, values) -> dict[str, float]:
         try:
             targets[key] = float(number)
         except ValueError:
-            raise click.BadParameter(f"write it as METRIC=NUMBER, for example mean_cosine=0.995") from None
+            raise click.BadParameter("write it as METRIC=NUMBER, for example mean_cosine=0.995") from None
     return targets
 
 

@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..core.artifact import Artifact
 from ..core.messages import first_line
 from ..core.sample_texts import builtin_texts
