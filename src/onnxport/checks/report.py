@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-PASSED, FAILED, NOT_VERIFIED = "passed", "failed", "not verified"
+from ..core.artifact import FAILED, NOT_VERIFIED, PASSED
 
 
 @dataclasses.dataclass

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ArtifactError, ExportError
-from .files import atomic_path
+from .files import write_json_atomic
 from .model_files import MODEL_FILE
 from .spec import ExportSpec, TensorInfo
 
 MANIFEST = "onnxport.json"
 LABELS_FILE = "labels.json"
 FORMAT_VERSION = 1
+# What a verification report concludes; a pass needs a reference (see checks/report.py).
+PASSED, FAILED, NOT_VERIFIED = "passed", "failed", "not verified"
 
 
 class Artifact:
@@ -86,23 +88,26 @@ class Artifact:
 
     def verdict(self, name: str = MODEL_FILE) -> str:
         """'passed', 'failed' or 'not verified' (never run, or run with nothing to compare to)."""
-        report = self.files.get(name, {}).get("verification")
-        if not report:
-            return "not verified"
-        if "verdict" in report:
-            return report["verdict"]
-        # Manifests written before verdicts existed: a pass always had a reference then.
-        return "passed" if report.get("passed") else "failed"
+        return verdict_of(self.files.get(name, {}).get("verification"))
 
     def record_verification(self, name: str, report: dict) -> None:
         self.files.setdefault(name, {})["verification"] = report
         write_manifest(self.path, self.manifest)
 
 
+def verdict_of(report: dict | None) -> str:
+    """The verdict of a recorded report dict: PASSED, FAILED or NOT_VERIFIED."""
+    if not report:
+        return NOT_VERIFIED
+    if "verdict" in report:
+        return report["verdict"]
+    # Manifests written before verdicts existed: a pass always had a reference then.
+    return PASSED if report.get("passed") else FAILED
+
+
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Replace the manifest atomically (write a temp file, then rename)."""
-    with atomic_path(Path(folder) / MANIFEST) as temp:
-        temp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
 
 
 def check_output_dir(out: Path, *, force: bool) -> None:

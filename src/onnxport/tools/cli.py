@@ -18,6 +18,7 @@ from rich.markup import escape
 
 import onnxport
 
+from ..core.artifact import verdict_of
 from ..core.model_files import MODEL_FILE
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
@@ -127,7 +128,7 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
         say("quantizing to int8 (accuracy-guarded)")
         entry = onnxport.quantize(artifact, input_file=name, texts=texts, progress=say)
         render.print_quantization(entry)
-        if render.verdict_of(entry["verification"]) == "failed":
+        if verdict_of(entry["verification"]) == "failed":
             raise ParityError("model.int8.onnx misses its quality targets (see the table above)")
 
 

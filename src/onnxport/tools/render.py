@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.artifact import verdict_of
 from ..core.model_files import MODEL_FILE
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -69,12 +70,6 @@ def print_report(report: dict) -> None:
     else:
         stdout.print(f"[bold yellow]NOT VERIFIED[/]: {escape(report.get('unverified_reason') or 'no checks ran')}")
 
-
-def verdict_of(report: dict | None) -> str:
-    """'passed', 'failed' or 'not verified' for a report dict (older manifests have no verdict)."""
-    if not report:
-        return "not verified"
-    return report.get("verdict") or ("passed" if report.get("passed") else "failed")
 
 
 def print_inspection(info: dict) -> None:
