@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..checks.parity import verify as run_verify
+from ..checks.report import NOT_VERIFIED
+from ..checks.text_checks import checked_texts
+from ..core.arguments import optional_positive_int, path_arg
 from ..core.artifact import LABELS_FILE, Artifact, check_output_dir, staging_dir, write_manifest
 from ..core.files import file_facts
 from ..core.messages import first_line
@@ -67,13 +70,18 @@ def export(
     from .wrapper import build_wrapper  # imports torch, so only after the check
 
     say = progress or (lambda message: None)
-    out = Path(out)
+    out = path_arg(out, "out")
+    opset = optional_positive_int(opset, "opset")
+    if target_ort is not None and not isinstance(target_ort, str):
+        raise InputError(f"target_ort must be a version string such as '1.16', not {target_ort!r}")
     check_output_dir(out, force=force)
     task = _as_enum(Task, task, "task")
     pooling = _as_enum(Pooling, pooling, "pooling")
     exporter = _as_enum(Exporter, exporter, "exporter")
     if not isinstance(atol, (int, float)) or not atol >= 0:
         raise InputError(f"atol must be a number of at least 0, not {atol!r}")
+    if texts is not None:
+        texts = checked_texts(texts)  # before any model loads: one string, non-strings, only blanks
     if static_shape is not None and (len(static_shape) != 2 or min(static_shape) < 1):
         raise InputError(f"static shape must be two positive ints BATCH,SEQUENCE, not {static_shape}")
     target = target_ort or opsets.installed_ort_version()
@@ -112,17 +120,24 @@ def export(
                 say("verifying against PyTorch over the shape matrix")
                 reference, embedding_reference, notes = best_references(artifact, wrapper=wrapper)
                 report = run_verify(artifact, texts=texts, atol=atol, reference=reference,
-                                    embedding_reference=embedding_reference, notes=notes)
+                                    embedding_reference=embedding_reference, notes=notes, record=True,
+                                    progress=progress)
             else:
                 manifest["files"][MODEL_FILE]["verification"] = None
                 write_manifest(staging, manifest)
     finally:
         source.module.train(was_training)
     artifact = Artifact(out)
-    if report is not None and not report.passed:
+    if report is not None and report.verdict == NOT_VERIFIED:
         raise ParityError(
-            f"the export in {out} does not match PyTorch: {report.failure_summary()}; "
-            f"see `onnxport verify {out}` for the table"
+            f"the export in {out} was written but could not be verified: "
+            f"{report.unverified_reason or 'no checks ran'} (then run `onnxport verify {out}`)"
+        )
+    if report is not None and not report.passed:
+        note = report.failures()[0].note
+        raise ParityError(
+            f"the export in {out} does not match PyTorch: {report.failure_summary()}"
+            + (f" ({note})" if note else "") + f"; see `onnxport verify {out}` for the table"
         )
     return artifact
 
@@ -155,20 +170,30 @@ def _choose_opset(opset: int | None, target: str, exporter: Exporter) -> tuple[i
     """(opset, max IR version) for the target onnxruntime; a too-new --opset is an error."""
     max_ir, max_opset = opsets.capability(target)
     exporter_limit = exporter_max_opset(exporter)
+    usable = min(max_opset, exporter_limit)  # the newest opset both this exporter writes and the target runs
+    if usable < opsets.MIN_SUPPORTED_OPSET:
+        oldest = opsets.min_ort_for(0, opsets.MIN_SUPPORTED_OPSET)
+        raise ExportError(
+            f"onnxruntime {target} runs at most opset {max_opset}, but transformer encoders need opset "
+            f"{opsets.MIN_SUPPORTED_OPSET} or newer; pass --target-ort {oldest} or newer"
+        )
     if opset is None:
-        return min(max_opset, exporter_limit), max_ir
+        return usable, max_ir
     if opset > max_opset:
         raise ExportError(
             f"opset {opset} is newer than onnxruntime {target} runs (its newest is opset {max_opset}); "
-            f"pass --opset {max_opset} or lower, or a newer --target-ort"
+            f"pass --opset {usable} or lower" + (", or a newer --target-ort" if opset <= exporter_limit else "")
         )
     if opset > exporter_limit:
+        other = Exporter.DYNAMO if exporter is Exporter.TORCHSCRIPT else Exporter.TORCHSCRIPT
+        switch = f" or --exporter {other.value}" if opset <= exporter_max_opset(other) else ""
         raise ExportError(
-            f"the {exporter.value} exporter writes at most opset {exporter_limit}; pass --opset {exporter_limit} "
-            "or lower" + (" or --exporter dynamo" if exporter is Exporter.TORCHSCRIPT else "")
+            f"the {exporter.value} exporter writes at most opset {exporter_limit}; pass --opset {usable} "
+            f"or lower{switch}"
         )
     if opset < opsets.MIN_SUPPORTED_OPSET:
-        raise ExportError(f"opset {opset} is too old for transformer encoders; use {opsets.MIN_SUPPORTED_OPSET} or newer")
+        raise ExportError(f"opset {opset} is too old for transformer encoders; pass --opset "
+                          f"{opsets.MIN_SUPPORTED_OPSET} to {usable}")
     return opset, max_ir
 
 
@@ -343,9 +368,7 @@ def _write_artifact_files(staging: Path, source: Source, spec: ExportSpec, input
         "files": {
             MODEL_FILE: {
                 "kind": "fp32",
-                "sha256": model_info["sha256"],
-                "size_bytes": model_info["size_bytes"],
-                "external_data": model_info["external_data"],
+                **{key: model_info[key] for key in ("sha256", "size_bytes", "mtime_ns", "external_data")},
             }
         },
     }

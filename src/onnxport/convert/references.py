@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,8 @@ class TorchReference:
                 raise InputError("the artifact came from an in-memory module; pass the model folder as reference")
             if not Path(path).exists():
                 raise InputError(f"the source model {path} is gone; pass the model folder as reference")
-            loaded = load_source(path, task=artifact.task, allow_pickle=allow_pickle)
+            # The artifact's own tokenizer: the one its graph was verified with (maybe from --tokenizer).
+            loaded = load_source(path, task=artifact.task, allow_pickle=allow_pickle, tokenizer=artifact.path)
             wrapper, _, _, _ = build_wrapper(loaded, artifact.spec)
             self.name = f"pytorch ({path})"
         self.wrapper = wrapper
@@ -109,18 +110,23 @@ def _sentence_transformers_reference(art: Artifact, notes: list[str]) -> Sentenc
 
 def verify(artifact: str | Path | Artifact, *, model_file: str = MODEL_FILE, reference: str | Path | None = None,
            texts: Sequence[str] | None = None, atol: float = DEFAULT_ATOL, thresholds: dict[str, float] | None = None,
-           allow_pickle: bool = False, record: bool = True) -> ParityReport:
+           allow_pickle: bool = False, record: bool | None = None,
+           progress: Callable[[str], None] | None = None) -> ParityReport:
     """Verify one model file against the best reference available (see `best_references`)."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     art.model_path(model_file)  # a missing file is the user's error, before any model loads
+    if progress and art.files.get(model_file, {}).get("kind", "fp32") not in QUALITY_KINDS:
+        progress(f"loading the reference for {model_file} (PyTorch where installed)")
     torch_reference, embedding_reference, notes = best_references(art, model_file, source=reference,
                                                                   allow_pickle=allow_pickle)
     return check(art, model_file=model_file, reference=torch_reference, embedding_reference=embedding_reference,
-                 texts=texts, atol=atol, thresholds=thresholds, notes=notes, record=record)
+                 texts=texts, atol=atol, thresholds=thresholds, notes=notes, record=record,
+                 own_reference=reference is not None, progress=progress)
 
 
 def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True,
-             texts: Sequence[str] | None = None, allow_pickle: bool = False):
+             texts: Sequence[str] | None = None, allow_pickle: bool = False,
+             progress: Callable[[str], None] | None = None):
     """`graph.optimizer.optimize`, verified against PyTorch where it is available."""
     from ..graph.optimizer import KINDS, LEVELS
     from ..graph.optimizer import optimize as fuse
@@ -128,8 +134,10 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     reference, notes = None, []
     if verify and level in LEVELS and KINDS[level] not in QUALITY_KINDS:
+        if progress:
+            progress("loading the PyTorch reference (where installed)")
         reference, _, notes = best_references(art, allow_pickle=allow_pickle)
-    return fuse(art, level=level, verify=verify, texts=texts, reference=reference, notes=notes)
+    return fuse(art, level=level, verify=verify, texts=texts, reference=reference, notes=notes, progress=progress)
 
 
 def open_torch_pipeline(artifact: str | Path | Artifact, *, truncate: bool = True, allow_pickle: bool = False):

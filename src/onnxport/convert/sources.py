@@ -143,14 +143,68 @@ def check_weights(folder: Path, *, allow_pickle: bool) -> list[Path]:
     )
 
 
+_ST_RESAVE = "save the model again with `SentenceTransformer.save(folder)`"
+_HF_RESAVE = "save the model again with `model.save_pretrained(folder)` (or download it again)"
+_TOKENIZER_RESAVE = "save the tokenizer again with `tokenizer.save_pretrained(folder)` (or download it again)"
+_TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+
+def read_json(path: Path, expected: type, fix: str) -> Any:
+    """A JSON file of the source model; a damaged, truncated or wrong-shaped one is a
+    ModelLoadError naming the file and `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{path} is not valid JSON ({first_line(error)}): it is damaged or cut short; "
+                             f"{fix}") from None
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {path}: {first_line(error)}") from None
+    if not isinstance(data, expected):
+        wanted = "an object" if expected is dict else "a list"
+        raise ModelLoadError(f"{path} holds a JSON {type(data).__name__}, not {wanted}; {fix}")
+    return data
+
+
+def check_safetensors(files: list[Path]) -> None:
+    """Open each safetensors file's header, so a truncated or damaged file is named, not a traceback."""
+    from safetensors import safe_open
+
+    for path in files:
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # safetensors raises its own SafetensorError (an Exception)
+            raise ModelLoadError(f"{path} is not a readable safetensors file ({first_line(error)}): it is "
+                                 "damaged or cut short; download or save the model again") from None
+
+
+def refuse_remote_code(config: dict, config_file: Path) -> None:
+    """A config whose auto_map names the model's own Python classes needs --trust-remote-code:
+    without it transformers stops, asks on the terminal, or quietly loads a different built-in class."""
+    auto_map = config.get("auto_map")
+    if not auto_map:
+        return
+    classes = ", ".join(f"{key} -> {value}" for key, value in auto_map.items()) if isinstance(auto_map, dict) \
+        else str(auto_map)
+    raise ModelLoadError(
+        f"{config_file.parent} needs its own Python code to load ({config_file.name} auto_map: {classes}); "
+        "pass --trust-remote-code (Python: trust_remote_code=True) only if you trust that code: "
+        "it runs on this machine with your permissions"
+    )
+
+
 def read_sentence_transformers_config(folder: Path) -> SentenceTransformerConfig | None:
     """Parse modules.json and friends; None when the folder is not a sentence-transformers one."""
     modules_file = folder / "modules.json"
     if not modules_file.exists():
         return None
-    modules = json.loads(modules_file.read_text())
+    modules = read_json(modules_file, list, _ST_RESAVE)
     transformer_dir, pooling, normalize, dense_layers = folder, None, False, []
-    for entry in modules:
+    for index, entry in enumerate(modules):
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise ModelLoadError(f"{modules_file}: module #{index} is not an object with a \"type\"; {_ST_RESAVE}")
         kind = entry["type"].rsplit(".", 1)[-1]
         module_dir = folder / entry.get("path", "")
         if kind == "Transformer":
@@ -171,12 +225,17 @@ def read_sentence_transformers_config(folder: Path) -> SentenceTransformerConfig
     max_seq_length = None
     st_config = transformer_dir / "sentence_bert_config.json"
     if st_config.exists():
-        max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
+        max_seq_length = read_json(st_config, dict, _ST_RESAVE).get("max_seq_length")
+        if max_seq_length is not None and (not isinstance(max_seq_length, int) or max_seq_length < 1):
+            raise ModelLoadError(f"{st_config}: max_seq_length {max_seq_length!r} is not a positive integer; "
+                                 f"fix it, or {_ST_RESAVE}")
     return SentenceTransformerConfig(pooling, normalize, max_seq_length, dense_layers, transformer_dir)
 
 
 def _read_st_pooling(config_file: Path) -> Pooling:
-    config = json.loads(config_file.read_text())
+    if not config_file.exists():
+        raise ModelLoadError(f"{config_file} is missing, so the pooling is unknown; {_ST_RESAVE}")
+    config = read_json(config_file, dict, _ST_RESAVE)
     modes = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
     unknown = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING_KEYS]
     if unknown or len(modes) != 1:
@@ -191,11 +250,14 @@ def _read_st_dense(module_dir: Path) -> DenseLayer:
     import torch
     from safetensors.torch import load_file
 
-    config = json.loads((module_dir / "config.json").read_text())
+    config = read_json(module_dir / "config.json", dict, _ST_RESAVE)
     weights_file = module_dir / "model.safetensors"
     if not weights_file.exists():
         raise ModelLoadError(f"{module_dir} has no model.safetensors; re-save the Dense module with safetensors")
+    check_safetensors([weights_file])
     state = load_file(str(weights_file))
+    if "linear.weight" not in state:
+        raise ModelLoadError(f"{weights_file} has no linear.weight, so it is not a Dense module; {_ST_RESAVE}")
     activation = config.get("activation_function", "torch.nn.modules.activation.Tanh").rsplit(".", 1)[-1]
     if activation not in {"Tanh", "Identity", "ReLU", "GELU", "Sigmoid"}:
         raise ExportError(f"Dense activation {activation} in {module_dir} is not supported")
@@ -266,7 +328,11 @@ def load_source(
             f"{transformer_dir} has no config.json, so it is not a Hugging Face model folder; "
             "save it with `model.save_pretrained(folder)` and `tokenizer.save_pretrained(folder)`"
         )
+    raw_config = read_json(transformer_dir / "config.json", dict, _HF_RESAVE)
+    if not trust_remote_code:
+        refuse_remote_code(raw_config, transformer_dir / "config.json")
     weight_files = check_weights(transformer_dir, allow_pickle=allow_pickle)
+    check_safetensors(weight_files)
 
     import transformers
 
@@ -274,13 +340,17 @@ def load_source(
     transformers.utils.logging.set_verbosity_error()
     try:
         config = transformers.AutoConfig.from_pretrained(transformer_dir, trust_remote_code=trust_remote_code)
-    except ValueError as error:
+    except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"cannot read {transformer_dir}/config.json: {first_line(error)}") from None
     task = task or detect_task(config, st)
     _check_task_fits(task, config, st, transformer_dir)
 
+    # The tokenizer first: it is quick to load, and a wrong one makes every check meaningless.
+    tok = _tokenizer_for(tokenizer, transformer_dir, trust_remote_code)
+    check_tokenizer_fits(tok, getattr(config, "vocab_size", None),
+                         f"the tokenizer in {transformer_dir}" if tokenizer is None else _tokenizer_name(tokenizer),
+                         transformer_dir if tokenizer is None else None)
     module = _load_hf_model(_model_class(task), transformer_dir, allow_pickle, trust_remote_code)
-    tok = tokenizer or _load_tokenizer(transformer_dir, trust_remote_code)
     kind = "st-folder" if st else ("hub-cache" if found_as == "hub-cache" else "hf-folder")
     id2label = _id2label(config) if task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION) else None
     return Source(
@@ -296,22 +366,46 @@ def _load_hf_model(model_class, folder: Path, allow_pickle: bool, trust_remote_c
         trust_remote_code=trust_remote_code,
         dtype=torch.float32,  # export in fp32; fp16 is a separate, verified step
         use_safetensors=None if allow_pickle else True,
+        output_loading_info=True,
     )
     try:
         # Eager attention: its graph is the one onnxruntime's transformer optimizer fuses.
-        return model_class.from_pretrained(folder, attn_implementation="eager", **options).eval()
-    except (ValueError, TypeError) as error:
+        return _with_all_weights(model_class.from_pretrained(folder, attn_implementation="eager", **options), folder)
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         if "attn_implementation" not in str(error) and "eager" not in str(error):
             raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
     try:
-        return model_class.from_pretrained(folder, **options).eval()
-    except (OSError, ValueError) as error:
+        return _with_all_weights(model_class.from_pretrained(folder, **options), folder)
+    except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load the model in {folder}: {first_line(error)}") from None
+
+
+def _with_all_weights(loaded, folder: Path):
+    """The model, in eval mode, if the weight files held all of it. Tensors they lack would be
+    random, and PyTorch and ONNX would agree on a meaningless model; only a pooler (which
+    many checkpoints leave out, and which only pooler_output uses) may be missing."""
+    model, info = loaded
+    missing = [name for name in info.get("missing_keys", ()) if "pooler." not in name]
+    if missing:
+        architectures = ", ".join(getattr(model.config, "architectures", None) or []) or "no architectures"
+        raise ModelLoadError(
+            f"the weights in {folder} lack {len(missing)} of the model's tensors (e.g. {sorted(missing)[0]}), which "
+            f"would be random; check that config.json ({architectures}) matches the weights and the task, "
+            "or save the model again with `model.save_pretrained(folder)`"
+        )
+    return model.eval()
 
 
 def _load_tokenizer(folder: Path, trust_remote_code: bool):
     import transformers
 
+    if not folder.is_dir():
+        raise ModelLoadError(f"tokenizer path {folder} is not a folder; pass the folder the tokenizer was saved in")
+    for name in _TOKENIZER_JSON_FILES:
+        if (folder / name).exists():
+            settings = read_json(folder / name, dict, _TOKENIZER_RESAVE)
+            if name == "tokenizer_config.json" and not trust_remote_code:
+                refuse_remote_code(settings, folder / name)
     try:
         tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as error:
@@ -327,13 +421,66 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool):
     return tok
 
 
+def _tokenizer_for(tokenizer: Any, folder: Path | None, trust_remote_code: bool):
+    """The tokenizer to export with: the one given (a loaded fast tokenizer or its folder), else the folder's."""
+    if tokenizer is None:
+        return _load_tokenizer(folder, trust_remote_code)
+    if isinstance(tokenizer, (str, Path)):
+        path = Path(tokenizer).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"tokenizer path {path} does not exist; pass the folder the tokenizer was saved in")
+        return _load_tokenizer(path.resolve(), trust_remote_code)
+    if not callable(getattr(tokenizer, "save_pretrained", None)) or not hasattr(tokenizer, "__len__"):
+        raise InputError(f"tokenizer must be a transformers tokenizer or its folder, not {type(tokenizer).__name__}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(f"the tokenizer ({type(tokenizer).__name__}) is not a fast (Rust) tokenizer, which the ONNX "
+                         "runtime needs; load it with AutoTokenizer.from_pretrained(folder) (use_fast is the default)")
+    return tokenizer
+
+
+def _tokenizer_name(tokenizer: Any) -> str:
+    if isinstance(tokenizer, (str, Path)):
+        return f"the tokenizer in {tokenizer}"
+    return f"the tokenizer passed in ({type(tokenizer).__name__})"
+
+
+def check_tokenizer_fits(tok: Any, rows: Any, what: str, own_folder: Path | None) -> None:
+    """Refuse a tokenizer that is not the model's: far fewer tokens than the model has embedding rows
+    (transformers builds a five-token one for a folder without tokenizer files, and every word
+    becomes [UNK]), or more (its ids would index past the embedding table)."""
+    if not isinstance(rows, int) or rows < 1:
+        return
+    size = len(tok)
+    fix = ("save the model's tokenizer there with `tokenizer.save_pretrained(folder)`, or pass "
+           "--tokenizer PATH (Python: export(..., tokenizer=PATH))" if own_folder is not None
+           else "pass the tokenizer the model was trained with")
+    if size > rows:
+        raise ModelLoadError(f"{what} has {size} tokens but the model has only {rows} embedding rows "
+                             f"(vocab_size): ids from {rows} on would index past the embedding table; {fix}")
+    if size < rows / 2:
+        empty = " (a folder without tokenizer files gives such a near-empty one, and every word becomes [UNK])" \
+            if own_folder is not None else ""
+        raise ModelLoadError(f"{what} has {size} tokens but the model has {rows} embedding rows (vocab_size), "
+                             f"so it is not the model's tokenizer{empty}; {fix}")
+
+
+def _embedding_rows(module: Any, config: Any) -> int | None:
+    embeddings = getattr(module, "get_input_embeddings", None)
+    try:
+        rows = getattr(embeddings(), "num_embeddings", None) if callable(embeddings) else None
+    except (NotImplementedError, AttributeError):
+        rows = None
+    return rows if isinstance(rows, int) else getattr(config, "vocab_size", None)
+
+
 def _module_source(module, *, task: Task | None, tokenizer: Any) -> Source:
     if tokenizer is None:
         raise InputError(
             "exporting an in-memory module needs its tokenizer: onnxport.export(module, tokenizer=tok, ...)"
         )
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = _load_tokenizer(Path(tokenizer), trust_remote_code=False)
+    tokenizer_name = _tokenizer_name(tokenizer)
+    tokenizer = _tokenizer_for(tokenizer, None, trust_remote_code=False)
+    check_tokenizer_fits(tokenizer, _embedding_rows(module, getattr(module, "config", None)), tokenizer_name, None)
     config = getattr(module, "config", None)
     is_hf = hasattr(module, "config") and hasattr(module, "base_model_prefix")
     detected = detect_task(config, None) if is_hf else Task.CUSTOM
