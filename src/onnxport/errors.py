@@ -1,15 +1,19 @@
 """Every error onnxport raises on purpose, in one tree.
 
     OnnxportError            base class; the message always says what to do next
-    ├── InputError           a bad argument or input text from the caller
+    ├── InputError           a bad argument or input text from the caller (also a ValueError)
+    │   └── NotForThisTask   a pipeline verb the artifact's task lacks, e.g. embed() on a
+    │                        classifier (also an AttributeError, so hasattr() stays False)
     ├── ModelLoadError       the source model cannot be found or loaded
     ├── ExportError          the model cannot be exported as asked
     ├── ParityError          an exported file does not match its reference
-    ├── ArtifactError        an artifact directory or ONNX file is missing or unreadable
+    ├── ArtifactError        an artifact directory or ONNX file is missing, damaged or unreadable
     └── MissingDependency    an optional extra this needs is not installed (also an ImportError)
 
-The CLI turns any OnnxportError into a one-line message and exit code 2
-(ParityError: exit code 1, since the export itself worked but is wrong).
+The CLI turns any OnnxportError into one `error: ...` line and its `exit_code`: 2
+(ParityError: 1, since the export itself worked but is wrong). OSError from the user's
+environment (permissions, a read-only or full disk, a missing directory) also exits 2;
+anything else is a bug and exits 3. docs/errors.md lists every code with examples.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ class OnnxportError(Exception):
 
 class InputError(OnnxportError, ValueError):
     """A bad argument or input text from the caller."""
+
+
+class NotForThisTask(InputError, AttributeError):
+    """A pipeline verb the artifact's task does not have (`embed` on a token classifier)."""
 
 
 class ModelLoadError(OnnxportError):
@@ -41,6 +49,11 @@ class ParityError(OnnxportError):
 
 class ArtifactError(OnnxportError):
     """An artifact directory or ONNX file is missing, incomplete or unreadable."""
+
+    @classmethod
+    def damaged(cls, path: object, reason: str) -> "ArtifactError":
+        """The one message for a model file that is cut short or not ONNX at all."""
+        return cls(f"{path} is damaged or not an ONNX file ({reason}); re-export the artifact")
 
 
 class MissingDependency(OnnxportError, ImportError):

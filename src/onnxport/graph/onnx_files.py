@@ -22,14 +22,17 @@ def load_onnx(path: Path):
 
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory, not an ONNX file; pass the .onnx file or the artifact directory")
     if path.stat().st_size == 0:
-        raise ArtifactError(f"{path} is empty; re-export it")
+        raise ArtifactError.damaged(path, "the file is empty")
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as error:
-        raise ArtifactError(
-            f"{path} is not a readable ONNX file ({type(error).__name__}); it may be truncated or another format"
-        ) from None
+        raise ArtifactError.damaged(path, f"{type(error).__name__}: it is cut short or another format") from None
+    if not model.HasField("graph"):  # protobuf parses some junk (a few stray bytes) as an empty model
+        raise ArtifactError.damaged(path, "it holds no graph")
+    return model
 
 
 def external_data_files(model, folder: Path) -> list[str]:
@@ -63,3 +66,11 @@ def save_onnx(model, path: Path, *, external_data_threshold: int = EXTERNAL_DATA
     if not external and (path.parent / data_name).exists():
         (path.parent / data_name).unlink()
     return [path] + ([path.parent / data_name] if external else [])
+
+
+def check_fits_artifact(art, name: str, model) -> None:
+    """`Artifact.check_graph_io` for a loaded ModelProto: its real inputs (initializers are
+    not inputs) and outputs must be the ones the artifact's task and tokenizer expect."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    inputs = [value.name for value in model.graph.input if value.name not in initializers]
+    art.check_graph_io(name, inputs, [value.name for value in model.graph.output])

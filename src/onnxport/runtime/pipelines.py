@@ -10,24 +10,31 @@ facade's `backend="torch"` passes the PyTorch source that way). No torch here.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.artifact import Artifact
+from ..core.arguments import choice, optional_positive_int, positive_int, string_list, text_list
+from ..core.artifact import FAILED, MODIFIED, Artifact
+from ..core.messages import notice
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
 from ..core.spans import group_spans, label_name
 from ..core.spec import Task
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError, InputError, NotForThisTask
 from .session import OnnxModel
 from .tokenization import TextEncoder
 
-log = logging.getLogger("onnxport")
-
 AGGREGATIONS = ("simple", "first", "max", "average")
+# Every pipeline verb, and the artifacts that have it (for the error when a task lacks one).
+VERB_TASKS = {
+    "embed": "a sentence-embedding or feature-extraction artifact",
+    "token_embeddings": "a sentence-embedding or feature-extraction artifact",
+    "extract": "a token-classification artifact",
+    "extract_dict": "a token-classification artifact",
+    "classify": "a sequence-classification artifact",
+}
 
 
 def choose_model_file(artifact: Artifact, model: str) -> str:
@@ -37,9 +44,13 @@ def choose_model_file(artifact: Artifact, model: str) -> str:
             name = MODEL_CHOICES[kind]
             if (artifact.path / name).exists() and artifact.verified(name):
                 return name
+        if artifact.verdict(MODEL_FILE) == MODIFIED:  # never a silent pick of a changed file
+            raise ArtifactError(
+                f"{artifact.path / MODEL_FILE} was modified since it was verified and the artifact has no other "
+                f"verified model file; re-judge it with `onnxport verify {artifact.path}`, restore it, or load it "
+                "anyway with model='fp32'")
         return MODEL_FILE
-    if model not in MODEL_CHOICES:
-        raise InputError(f"unknown model '{model}'; choose auto, {', '.join(MODEL_CHOICES)}")
+    choice(model, "model", ["auto", *MODEL_CHOICES])
     name = MODEL_CHOICES[model]
     if not (artifact.path / name).exists():
         hint = "onnxport quantize" if model == "int8" else "onnxport optimize"
@@ -55,6 +66,8 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     `runner` replaces the onnxruntime session (it must take and give the graph's arrays);
     `backend` is only its name in reprs and logs."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    threads = optional_positive_int(threads, "threads")
+    providers = string_list(providers, "providers") if providers is not None else None
     cls = PIPELINES.get(art.task)
     if cls is None:
         raise ArtifactError(f"task {art.task.value} has no pipeline; run the graph with "
@@ -63,12 +76,17 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
         return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate)
     model_file = choose_model_file(art, model)
     verdict = art.verdict(model_file)
-    if verdict == "failed":
+    if verdict == FAILED:
         warnings.warn(f"{model_file} in {art.path} FAILED verification; its outputs may be wrong "
                       f"(see `onnxport verify {art.path}`)", stacklevel=2)
+    elif verdict == MODIFIED:
+        warnings.warn(f"{model_file} in {art.path} was modified since it was verified, so its verdict no longer "
+                      f"applies; re-judge it with `onnxport verify {art.path} --model-file {model_file}`",
+                      stacklevel=2)
     runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
-    log.info("onnxport: using %s (%s, %s) on %s", model_file, art.files.get(model_file, {}).get("kind", "fp32"),
-             verdict, ", ".join(runner.session.get_providers()))
+    art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
+    notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
+           f"on {', '.join(runner.session.get_providers())}")
     return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate)
 
 
@@ -86,19 +104,22 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.artifact.path)!r}, model_file={self.model_file!r}, backend={self.backend!r})"
 
-    def _texts(self, texts: Sequence[str] | str) -> list[str]:
-        if isinstance(texts, str):
-            raise InputError("pass a list of texts (for one text: [text])")
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
-        return texts
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: say which task has the verb asked for.
+        wanted = VERB_TASKS.get(name)
+        if wanted is None or "artifact" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
+        own = ", ".join(f"{verb}()" for verb in VERB_TASKS if hasattr(type(self), verb))
+        raise NotForThisTask(
+            f"{name}() needs {wanted}, but {self.artifact.path} is a {self.artifact.task.value} artifact, "
+            f"whose {type(self).__name__} has {own}; call one of those, or load {wanted}")
+
+    def _texts(self, texts: Sequence[str] | str, *, one_text_ok: bool = False) -> list[str]:
+        return text_list(texts, what="a text or a list of texts" if one_text_ok else "a list of texts")
 
     def run_batches(self, texts: list[str], batch_size: int):
         """Yield (indices, encodings, arrays, outputs) per length-sorted batch."""
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, not {batch_size}")
+        batch_size = positive_int(batch_size, "batch_size")
         encodings = self.encoder.tokenize(texts, truncate=self.truncate)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         step = batch_size if not self.encoder.fixed_length else self.artifact.spec.static_shape[0]
@@ -160,7 +181,7 @@ class TokenClassifier(Pipeline):
         if aggregation not in AGGREGATIONS:
             raise InputError(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
         single = isinstance(text_or_texts, str)
-        texts = [text_or_texts] if single else self._texts(text_or_texts)
+        texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
         result: list[Any] = [None] * len(texts)
         for indices, encodings, _, outputs in self.run_batches(texts, batch_size):
             logits = outputs["logits"]
@@ -190,9 +211,8 @@ class SequenceClassifier(Pipeline):
     def classify(self, text_or_texts: str | Sequence[str], top_k: int = 1,
                  batch_size: int = 32) -> list[dict] | list[list[dict]]:
         single = isinstance(text_or_texts, str)
-        texts = [text_or_texts] if single else self._texts(text_or_texts)
-        if top_k < 1:
-            raise InputError(f"top_k must be at least 1, not {top_k}")
+        texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
+        top_k = positive_int(top_k, "top_k")
         result: list[Any] = [None] * len(texts)
         for indices, _, _, outputs in self.run_batches(texts, batch_size):
             logits = outputs["logits"].astype(np.float64)

@@ -72,10 +72,27 @@ def create_session(path: str | Path, *, providers: Sequence[str] | None = None, 
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not Path(path).is_file():
+        raise ArtifactError(f"{path} does not exist or is not a file; re-export the artifact")
     try:
         return ort.InferenceSession(str(path), options, providers=resolve_providers(providers))
     except Exception as error:  # onnxruntime raises its own untyped exceptions
+        damage = _damage(error)
+        if damage:
+            raise ArtifactError.damaged(path, damage) from None
         raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(error)}") from None
+
+
+def _damage(error: Exception) -> str | None:
+    """Why onnxruntime's error means the file itself is broken, or None. onnxruntime's
+    exceptions are untyped pybind classes (InvalidProtobuf, InvalidArgument, Fail, ...)
+    with the status in the message, so both the class name and the text are checked."""
+    text = str(error)
+    if type(error).__name__ == "InvalidProtobuf" or "Protobuf parsing failed" in text:
+        return "protobuf parsing failed: it is cut short or another format"
+    if "No graph was found" in text:
+        return "it holds no graph"
+    return None
 
 
 def graph_feed(session, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.messages import first_line
 from ..errors import ArtifactError, InputError
 
 _TOKENIZER_ARRAYS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -32,7 +33,11 @@ class TextEncoder:
         self.pad_id = pad_id
         self.padding_side = padding_side
         # Padding is done by `pad`, per batch, so each batch is only as long as its longest text.
-        self._unpadded = Tokenizer.from_file(str(tokenizer_file))
+        try:
+            self._unpadded = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as error:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise ArtifactError(f"{tokenizer_file} is damaged ({first_line(error)}); re-export the artifact, "
+                                "or copy tokenizer.json again from the source model") from None
         self._unpadded.no_padding()
         self._unpadded.enable_truncation(max_length=self.max_length)
 

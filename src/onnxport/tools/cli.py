@@ -1,16 +1,20 @@
 """The `onnxport` command: one thin command per verb; bodies call the public API
 (`onnxport.export`, `verify`, ...) and hand results to `render`.
 
-User mistakes (OnnxportError) become one clear line on stderr and exit code 2 (1 for a
-failed or missing verification). Anything else is a bug and keeps its traceback.
+Every command runs inside `OnnxportGroup.invoke`, the one place failures become exit codes
+(listed in `onnxport --help`, docs/errors.md): a user mistake (OnnxportError) or an OS error
+from the user's environment is one `error:` line on stderr and exit 2 (1 for a failed check),
+Ctrl-C exits 130, and anything else is a bug: exit 3 with a "please report" line, its
+traceback only under `onnxport --debug` (which re-raises it, so tests see it).
 """
 
 from __future__ import annotations
 
-import functools
+import errno
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -19,6 +23,7 @@ from rich.markup import escape
 import onnxport
 
 from ..core.artifact import verdict_of
+from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
@@ -27,18 +32,80 @@ from .render import console, stdout
 from .textio import read_texts
 
 
-def reports_errors(command):
-    """Turn OnnxportError into `error: ...` and its exit code."""
+# What to do about an OSError from the user's environment, by errno.
+_OS_ERROR_HINTS = {
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EROFS: "that file system is read-only; choose a path on a writable disk",
+    errno.ENOSPC: "the disk is full; free some space, or choose a path on another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space, or choose a path on another disk",
+    errno.ENOENT: "check the path; create a missing directory first",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
+    errno.EISDIR: "it is a directory; give a file path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EEXIST: "it already exists; remove it, or choose another path",
+}
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+
+class OnnxportGroup(click.Group):
+    """The `onnxport` group. Every command runs inside `invoke`, so every failure becomes one
+    line on stderr and one of the exit codes in the group's help."""
+
+    def invoke(self, ctx: click.Context):
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context):
         try:
-            return command(*args, **kwargs)
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors exit 2, --help and --version 0
         except OnnxportError as error:
-            console.print(f"[bold red]error:[/] {escape(str(error))}")
-            sys.exit(error.exit_code)
+            _fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            sys.exit(130)
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise  # stdout closed early (`| head`): click exits quietly
+            if error.errno not in _OS_ERROR_HINTS and error.filename is None:
+                _internal_error(ctx, error)
+                raise
+            _fail(describe_os_error(error), 2)
+        except Exception as error:
+            _internal_error(ctx, error)
+            raise
 
-    return wrapper
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a failed or changed file picked, a provider falling back to CPU) as one
+    `warning:` line, without Python's file:line prefix."""
+    console.print(f"[yellow]warning:[/] {escape(str(message))}")
+
+
+def describe_os_error(error: OSError) -> str:
+    """`PATH: REASON; WHAT TO DO` for an OSError (the path is missing from some, e.g. a write
+    to a full disk)."""
+    reason = error.strerror or first_line(error)
+    path = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+    hint = _OS_ERROR_HINTS.get(error.errno, "check the path and try again")
+    return f"{path}: {reason}; {hint}" if path is not None else f"{reason}; {hint}"
+
+
+def _fail(message: str, code: int):
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    sys.exit(code)
+
+
+def _internal_error(ctx: click.Context, error: Exception) -> None:
+    """Say it is a bug and exit 3; under --debug return, so the caller re-raises it whole."""
+    console.print(f"[bold red]internal error:[/] {escape(type(error).__name__)}: {escape(first_line(error))}")
+    if ctx.params.get("debug"):
+        return
+    console.print("this is a bug in onnxport: please report it with the command you ran and `onnxport "
+                  "--version`; rerun with `onnxport --debug ...` for the traceback", markup=False)
+    sys.exit(3)
 
 
 def _static_shape(ctx, param, value):
@@ -51,14 +118,29 @@ def _static_shape(ctx, param, value):
     return batch, sequence
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OnnxportGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxport")
-def main() -> None:
-    """Export transformer encoders to verified ONNX artifacts, and run them."""
+@click.option("--debug", is_flag=True, envvar="ONNXPORT_DEBUG",
+              help="Raise internal errors with their full traceback (also ONNXPORT_DEBUG=1).")
+def main(debug: bool) -> None:
+    """Export transformer encoders to verified ONNX artifacts, and run them.
+
+    \b
+    Exit codes:
+      0    ok
+      1    a check failed (verification, quality targets, nothing to verify against)
+      2    bad input: a wrong argument or file, a damaged artifact, a missing extra,
+           or the system refused (permissions, read-only or full disk, missing
+           directory); one `error:` line says what to do, nothing half-written is kept
+      3    internal error: a bug in onnxport, please report it (--debug: traceback)
+      130  interrupted (Ctrl-C)
+    """
 
 
 @main.command()
 @click.option("-m", "--model", "model", help="Model folder or cached hub id [default: built-in all-MiniLM-L6-v2].")
+@click.option("--tokenizer", type=click.Path(path_type=Path),
+              help="Folder of the model's tokenizer, when the model folder has none [default: the model folder].")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--task", type=click.Choice(["feature-extraction", "sentence-embedding", "token-classification",
                                            "sequence-classification"]),
@@ -87,22 +169,22 @@ def main() -> None:
 @click.option("--optimize", "optimize_after", is_flag=True, help="Also write the fused model.opt.onnx.")
 @click.option("--quantize", "quantize_after", is_flag=True,
               help="Also write the accuracy-guarded model.int8.onnx (fuses first, as --optimize).")
-@reports_errors
-def export(model, out, task, pooling, normalize, opset, target_ort, exporter, int32, token_type_ids, static_shape,
-           output_names, allow_pickle, trust_remote_code, force, verify, texts, atol, hierarchy, optimize_after,
-           quantize_after):
+def export(model, tokenizer, out, task, pooling, normalize, opset, target_ort, exporter, int32, token_type_ids,
+           static_shape, output_names, allow_pickle, trust_remote_code, force, verify, texts, atol, hierarchy,
+           optimize_after, quantize_after):
     """Export a model to a verified ONNX artifact directory."""
     started = time.perf_counter()
     verify_texts = read_texts(texts) if texts else None
     artifact = None
     try:
         artifact = onnxport.export(
-            model, out=out, task=task, pooling=pooling, normalize=normalize, opset=opset, target_ort=target_ort,
+            model, out=out, tokenizer=tokenizer, task=task, pooling=pooling, normalize=normalize, opset=opset,
+            target_ort=target_ort,
             exporter=exporter, int32=int32, token_type_ids=token_type_ids, static_shape=static_shape,
             output_names=output_names.split(",") if output_names else None, allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code, force=force, verify=verify, texts=verify_texts, atol=atol,
             hierarchy=hierarchy,
-            progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}"),
+            progress=_steps(started),
         )
     except OnnxportError as error:
         if error.exit_code == 1 and out.exists():  # failed verification: show the evidence first
@@ -110,7 +192,7 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
         raise
     render.print_summary(artifact)
     if optimize_after or quantize_after:
-        say = lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {step}")  # noqa: E731
+        say = _steps(started)
         _optimize_and_quantize(artifact, quantize_after, verify, verify_texts, say)
     console.print(f"[green]done[/] in {time.perf_counter() - started:.1f}s: {out}")
 
@@ -118,8 +200,7 @@ def export(model, out, task, pooling, normalize, opset, target_ort, exporter, in
 def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, say) -> None:
     """`export --optimize/--quantize`: fuse, then quantize the fused file (onnxruntime's advice for
     transformers: quantize after fusion, so Attention becomes one quantized op)."""
-    say("fusing transformer ops")
-    name, counts, report = onnxport.optimize(artifact, level="fused", verify=verify, texts=texts)
+    name, counts, report = onnxport.optimize(artifact, level="fused", verify=verify, texts=texts, progress=say)
     render.print_fusion(name, counts, report)
     if report is not None and report.verdict == "failed":
         raise ParityError(f"{name} failed verification, so it was not quantized; see `onnxport verify "
@@ -140,18 +221,22 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
               help="Tolerance for fp32 files.")
 @click.option("--allow-pickle", is_flag=True, help="Allow the reference's pickle (.bin/.pt) weights to load.")
+@click.option("--record", is_flag=True,
+              help="Make this report the file's verdict even with --texts/--atol/--reference "
+                   "[default: such runs are kept beside the export's verdict].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@reports_errors
-def verify(artifact, model_file, reference, texts, atol, allow_pickle, as_json):
+def verify(artifact, model_file, reference, texts, atol, allow_pickle, record, as_json):
     """Check an artifact against PyTorch (fp32) or its fp32 model (int8/fp16); exit 1 on a mismatch
     or when there is nothing to compare with."""
     report = onnxport.verify(artifact, model_file=model_file, reference=reference,
-                             texts=read_texts(texts) if texts else None, atol=atol, allow_pickle=allow_pickle)
+                             texts=read_texts(texts) if texts else None, atol=atol, allow_pickle=allow_pickle,
+                             record=True if record else None, progress=_steps())
     data = report.to_dict()
     if as_json:
         stdout.print_json(json.dumps(data))
     else:
         render.print_report(data)
+    render.print_recorded(report.recorded, model_file)
     sys.exit(0 if report.passed else 1)
 
 
@@ -160,14 +245,15 @@ def verify(artifact, model_file, reference, texts, atol, allow_pickle, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @click.option("--hierarchy", is_flag=True, help="Show the PyTorch module tree: nodes, op types, parameters.")
 @click.option("--depth", type=click.IntRange(min=0), help="With --hierarchy: deepest module level to list.")
-@reports_errors
-def inspect(path, as_json, hierarchy, depth):
+@click.option("--deep", is_flag=True, help="Compare every model file's sha256 with the manifest "
+                                            "[default: only when its size or mtime changed].")
+def inspect(path, as_json, hierarchy, depth, deep):
     """Show what is inside a .onnx file or an artifact, without running it."""
     if hierarchy:
         return _inspect_hierarchy(path, depth, as_json)
     if depth is not None:
         raise click.UsageError("--depth goes with --hierarchy")
-    info = onnxport.inspect(path)
+    info = onnxport.inspect(path, deep=deep)
     if as_json:
         stdout.print_json(json.dumps(info))
         return
@@ -196,11 +282,10 @@ def _targets(ctx, param, values) -> dict[str, float]:
               show_default=True, help="fused: exact fusions; fused-gelu-approx: also tanh GELU; fp16: for GPUs.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Texts to verify with (one per line or JSONL).")
 @click.option("--verify/--no-verify", default=True, show_default=True)
-@reports_errors
 def optimize(artifact, level, texts, verify):
     """Fuse the encoder's ops (Attention, SkipLayerNorm, ...) into model.opt.onnx and verify it."""
     name, counts, report = onnxport.optimize(artifact, level=level, verify=verify,
-                                             texts=read_texts(texts) if texts else None)
+                                             texts=read_texts(texts) if texts else None, progress=_steps())
     render.print_fusion(name, counts, report)
     if report is not None:
         render.print_report(report.to_dict())
@@ -222,15 +307,13 @@ def optimize(artifact, level, texts, verify):
 @click.option("--input-file", help="Model file to quantize [default: model.opt.onnx when verified, else model.onnx].")
 @click.option("--exclude-modules", "exclude_modules", multiple=True, metavar="PATTERN",
               help="Keep nodes of matching PyTorch modules in float (glob, repeatable).")
-@reports_errors
 def quantize(artifact, mode, isa, texts, targets, guard, input_file, exclude_modules):
     """Write the int8 model.int8.onnx, accuracy-guarded, and report quality and speed-up."""
     started = time.perf_counter()
     entry = onnxport.quantize(artifact, mode=mode, isa=isa, texts=read_texts(texts) if texts else None,
                               targets=targets or None, guard=guard, input_file=input_file,
                               exclude_modules=exclude_modules,
-                              progress=lambda step: console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] "
-                                                                  f"{step}"))
+                              progress=_steps(started))
     render.print_quantization(entry)
     sys.exit(0 if entry["verification"]["passed"] else 1)
 
@@ -258,7 +341,6 @@ def _inspect_hierarchy(path, depth, as_json) -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Passes over the texts.")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: physical cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (rows and per-node times).")
-@reports_errors
 def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat, threads, as_json):
     """Where inference time goes per PyTorch module (onnxruntime's profiler on real batches)."""
     from .profile import profile as run_profile
@@ -303,7 +385,8 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                     threads=threads, backend=backend)
-    console.print(f"[dim]{pipeline.model_file} ({backend}), {len(rows)} texts[/]")
+    # load() names the onnx file it picked in its own notice; say the rest once.
+    console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{len(rows)} texts[/]")
     run = getattr(pipeline, method, None)
     if run is None:
         raise InputError(f"{artifact} is a {pipeline.artifact.task.value} artifact; `onnxport {_COMMANDS[method]}` "
@@ -344,9 +427,17 @@ def _progress(wanted: bool):
                     TimeRemainingColumn(), console=console, transient=True)
 
 
+def _steps(started: float | None = None):
+    """This command's `progress` callback (`render.steps`: a live bar on a terminal, a line per
+    step elsewhere); one per command, shown until the command ends."""
+    ctx = click.get_current_context()
+    if "onnxport.steps" not in ctx.meta:
+        ctx.meta["onnxport.steps"] = ctx.with_resource(render.steps(started))
+    return ctx.meta["onnxport.steps"]
+
+
 @main.command()
 @pipeline_options
-@reports_errors
 def embed(artifact, inputs, **options):
     """Sentence embeddings for texts (arguments, a file, or stdin)."""
     _run_pipeline("embed", artifact, inputs, **options)
@@ -356,7 +447,6 @@ def embed(artifact, inputs, **options):
 @pipeline_options
 @click.option("--aggregation", type=click.Choice(["simple", "first", "max", "average"]), default="simple",
               show_default=True, help="How token labels become word and entity labels.")
-@reports_errors
 def ner(artifact, inputs, aggregation, **options):
     """Entities (label, text, start, end, score) for texts."""
     _run_pipeline("extract", artifact, inputs, aggregation=aggregation, **options)
@@ -365,7 +455,6 @@ def ner(artifact, inputs, aggregation, **options):
 @main.command()
 @pipeline_options
 @click.option("--top-k", type=int, default=1, show_default=True, help="How many labels per text.")
-@reports_errors
 def classify(artifact, inputs, top_k, **options):
     """Labels with scores for texts."""
     _run_pipeline("classify", artifact, inputs, top_k=top_k, **options)
@@ -394,7 +483,6 @@ def _bench_batch_sizes(ctx, param, value):
               show_default=True, help="Directory for report.md, report.json and chart.png.")
 @click.option("--quick", is_flag=True, help="40 texts, 2 timed passes, batch sizes 1,32 (docs/bench.md: timings).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every contender [default: physical cores].")
-@reports_errors
 def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
     """Measure the artifact's model files against PyTorch: speed, latency, memory, quality."""
     from . import bench as benchmark

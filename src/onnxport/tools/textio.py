@@ -10,7 +10,8 @@ Inputs (`read_rows`):
     anything else        each argument is one text
 
 Every row becomes a `Row(id, text, line)`. A bad row stops the run with its file and line
-number, or with `skip_bad` is skipped with a warning.
+number, or with `skip_bad` is skipped with a warning. A directory, a binary file (NUL bytes)
+or one that is not UTF-8 is an InputError naming it.
 
 Outputs (`write_results`): JSON Lines on stdout, or a .jsonl, .npy or .parquet file written
 atomically (a temp file in the same directory, then `os.replace`), so a failure never leaves
@@ -160,9 +161,24 @@ def _looks_like_path(arg: str) -> bool:
     return not any(c.isspace() for c in arg) or "/" in arg or os.sep in arg
 
 
+def _existing_path(arg: str) -> Path | None:
+    """The file or folder `arg` names when it is written as a path ("data/in", "in.txt", "."),
+    else None: a plain word stays a text even when a folder has that name."""
+    if not arg or "\n" in arg or "\r" in arg:
+        return None
+    if not (_looks_like_path(arg) or "/" in arg or os.sep in arg or arg in (".", "..")):
+        return None
+    path = Path(arg).expanduser()
+    return path if path.exists() else None
+
+
 def _input_file(inputs: list[str]) -> Path | None:
     """The one input file named by `inputs`, or None when the arguments are texts."""
     known = INPUT_SUFFIXES
+    for arg in inputs:
+        path = _existing_path(arg)
+        if path is not None and path.is_dir():
+            raise InputError(f"input {arg} is a directory; pass a {'/'.join(known)} file, or pipe texts on stdin")
     candidates = [a for a in inputs if _looks_like_path(a)]
     for arg in candidates:
         path = Path(arg).expanduser()
@@ -180,6 +196,12 @@ def _input_file(inputs: list[str]) -> Path | None:
             )
         return None
     if not candidates:
+        path = _existing_path(inputs[0])
+        if path is not None and path.is_file():  # "data/texts": a file, but no suffix says how to read it
+            raise InputError(
+                f"input file {inputs[0]} has no suffix; onnxport reads {', '.join(known)} files: rename "
+                "it, or pipe its lines on stdin"
+            )
         return None
     arg = candidates[0]
     path = Path(arg).expanduser()
@@ -221,6 +243,12 @@ def _read_utf8(path: Path) -> str:
 
 
 def _decode(data: bytes, source: str) -> str:
+    if b"\0" in data:  # valid UTF-8 allows NUL, but no text file has one: binary or UTF-16
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise InputError(
+            f"{source} is not a text file: line {line} holds a NUL byte, as binary files and "
+            "UTF-16 text do; pass a text file saved as UTF-8"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -442,16 +470,21 @@ def check_output(output: Path | None) -> None:
         return
     output = Path(output)
     suffix = output.suffix.lower()
+    if output.is_dir():
+        raise InputError(f"output {output} is a directory; give a file name in it ending in .jsonl, .npy or .parquet")
     if suffix not in OUTPUT_SUFFIXES:
         raise InputError(
             f"cannot write {output}: unknown output suffix {output.suffix or '(none)'!r}; use "
             ".jsonl (JSON Lines), .npy (embeddings only) or .parquet"
         )
-    if output.is_dir():
-        raise InputError(f"output {output} is a directory; give a file name ending in {suffix}")
     parent = output.parent
     if not parent.is_dir():
         raise InputError(f"cannot write {output}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):  # read-only disk or no permission: fail before the model runs
+        raise InputError(
+            f"cannot write {output}: directory {parent} is not writable (read-only, or no "
+            "permission); choose another output path, or fix the directory's permissions"
+        )
     if suffix == ".parquet":
         _pyarrow()
 
@@ -556,9 +589,15 @@ def _write_stream(stream: TextIO, lines: Iterator[str]) -> None:
 def _atomic_write(output: Path, write: Callable[[Any], None]) -> None:
     """Call `write` with a binary file beside `output`, then move it onto `output` (synced).
     On any failure the temp file is removed and `output` is left as it was."""
-    with atomic_path(output, fsync=True) as temp:
-        with open(temp, "wb") as handle:
-            write(handle)
+    try:
+        with atomic_path(output, fsync=True) as temp:
+            with open(temp, "wb") as handle:
+                write(handle)
+    except OSError as error:
+        # Name the output, not the temp file beside it (or nothing, as a failed write() does).
+        if error.errno is not None and (error.filename is None or Path(error.filename).name.startswith(".")):
+            error.filename, error.filename2 = str(output), None
+        raise
 
 
 def _embedding_matrix(results: Sequence[Any], kinds: list[str], output: Path) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""Checks for the arguments of the public API, so a wrong type is an InputError that says
+what to pass, never a bare TypeError, AttributeError or KeyError from deep inside.
+
+Plain Python only; every layer uses these for the arguments it takes from users.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+def text_list(texts: Any, *, what: str = "a list of texts") -> list[str]:
+    """`texts` as a list of str. One string (which would be read one character at a time),
+    bytes, a mapping, None or a non-iterable is refused, as is any item that is not a str."""
+    if isinstance(texts, str):
+        raise InputError(f"texts is one str ({texts[:40]!r}), which would be read one character at a time; "
+                         f"pass {what}, e.g. [text]")
+    if isinstance(texts, (bytes, bytearray)):
+        raise InputError(f"pass {what} (str), not {type(texts).__name__}; decode bytes first, e.g. "
+                         "data.decode('utf-8')")
+    if isinstance(texts, Mapping):
+        raise InputError(f"texts is a mapping ({type(texts).__name__}); pass {what}, e.g. list(mapping.values())")
+    if texts is None or not isinstance(texts, Iterable):
+        raise InputError(f"pass {what} (str), not {'None' if texts is None else type(texts).__name__}")
+    items = list(texts)
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise InputError(f"text #{index} is {type(text).__name__}, not str; pass a list of strings")
+    return items
+
+
+def positive_int(value: Any, name: str) -> int:
+    """`value` as an int of at least 1, or InputError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be a whole number of at least 1, not {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise InputError(f"{name} must be at least 1, not {value}")
+    return int(value)
+
+
+def optional_positive_int(value: Any, name: str) -> int | None:
+    return None if value is None else positive_int(value, name)
+
+
+def choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """`value` if it is one of `choices` (strings), else InputError listing them."""
+    options = list(choices)
+    if not isinstance(value, str) or value not in options:
+        raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+    return value
+
+
+def file_name(value: Any, name: str) -> str:
+    """A file name inside an artifact (model.onnx, model.int8.onnx, ...)."""
+    if not isinstance(value, str) or not value or Path(value).name != value:
+        raise InputError(f"{name} must be the name of a file in the artifact, e.g. 'model.onnx', not {value!r}")
+    return value
+
+
+def path_arg(value: Any, name: str) -> Path:
+    """A filesystem path given as str or pathlib.Path."""
+    if isinstance(value, (str, Path)) and str(value):
+        return Path(value)
+    raise InputError(f"{name} must be a path (str or pathlib.Path), not {value!r} ({type(value).__name__})")
+
+
+def string_list(value: Any, name: str) -> list[str]:
+    """One string (as a one-item list) or a list of strings: patterns, provider names."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InputError(f"{name} must be a string or a list of strings, not {type(value).__name__}")
+    items = list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise InputError(f"{name} must be a string or a list of strings, not {items!r}")
+    return items
+
+
+def limits(value: Any, name: str, known: Iterable[str]) -> dict[str, float]:
+    """{metric: number} with known metric names, e.g. quality targets."""
+    options = list(known)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"{name} must be a dict of {{metric: number}} with metrics from {', '.join(options)}, "
+                         f"not {type(value).__name__}")
+    result = {}
+    for key, number in value.items():
+        if key not in options:
+            raise InputError(f"unknown metric {key!r} in {name}; choose from {', '.join(options)}")
+        if isinstance(number, bool) or not isinstance(number, numbers.Real):
+            raise InputError(f"{name}[{key!r}] must be a number, not {number!r}")
+        result[key] = float(number)
+    return result
