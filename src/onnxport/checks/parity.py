@@ -11,11 +11,12 @@ never a pass. This module never imports torch: references come in as arguments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from ..core.artifact import Artifact
+from ..core.arguments import limits as limits_arg
+from ..core.artifact import FAILED, PASSED, Artifact
 from ..core.messages import first_line, short
 from ..core.model_files import MODEL_FILE, QUALITY_KINDS
 from ..core.sample_texts import builtin_texts
@@ -25,6 +26,7 @@ from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
 from .quality import QUALITY_DEFAULTS, quality_checks, row_cosines
 from .report import NOT_VERIFIED, CheckResult, ParityReport
+from .text_checks import checked_texts, unknown_token_problem
 
 DEFAULT_ATOL = 1e-4
 EMBEDDING_MIN_COSINE = 0.99999
@@ -79,37 +81,67 @@ def verify(
     atol: float = DEFAULT_ATOL,
     thresholds: dict[str, float] | None = None,
     notes: Sequence[str] = (),
-    record: bool = True,
+    record: bool | None = None,
+    own_reference: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ParityReport:
-    """Verify one model file of an artifact and (by default) record the report in its manifest.
+    """Verify one model file of an artifact and record the report in its manifest.
 
     `reference` is what an fp32/opt file must match within `atol`; without one, files other
     than model.onnx are compared with model.onnx. Quality kinds (int8, fp16, opt-approx)
     are always compared with model.onnx, against `thresholds`. `notes` are reasons a
     reference was not available, kept in the report's `skipped`.
 
-    A report that is "not verified" never replaces a recorded verdict that had a reference.
+    Recording (see `record_report`): `record=None` makes the report the file's verdict when
+    the run used the default texts, tolerance, thresholds and reference, and keeps it beside
+    the verdict otherwise (`own_reference`: the caller chose the reference); True always
+    makes it the verdict, False writes nothing. A report that is "not verified" never
+    replaces a recorded verdict that had a reference. `report.recorded` says what happened.
+    `progress` gets a line per step (each batch of the shape matrix, then each check phase).
     """
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     if not isinstance(atol, (int, float)) or not atol >= 0:
         raise InputError(f"atol must be a number of at least 0, not {atol!r}")
-    texts = list(texts) if texts is not None else builtin_texts()
-    if not texts:
-        raise InputError("verification needs at least one text")
+    thresholds = limits_arg(thresholds, "thresholds", QUALITY_DEFAULTS) or None
+    default_run = texts is None and atol == DEFAULT_ATOL and not thresholds and not own_reference
+    texts = builtin_texts() if texts is None else checked_texts(texts)
     encoder = TextEncoder.for_artifact(art)
     model = OnnxModel(art.model_path(model_file))
+    art.check_graph_io(model_file, list(model.input_types), model.output_names)
     kind = art.files.get(model_file, {}).get("kind", "fp32")
     if kind in QUALITY_KINDS:
         limits = {**QUALITY_DEFAULTS, **(thresholds or {})}
-        report = _verify_quality(art, model, encoder, texts, model_file, limits)
+        report = _verify_quality(art, model, encoder, texts, model_file, limits, progress)
     else:
         if reference is None and model_file != MODEL_FILE:
             reference = OnnxReference(art)
-        report = _verify_parity(art, model, encoder, texts, model_file, atol, reference, embedding_reference)
+        report = _verify_parity(art, model, encoder, texts, model_file, atol, reference, embedding_reference,
+                                progress)
+    problem = unknown_token_problem(encoder, texts, art.path)  # a pass on [UNK]s would mean nothing
+    if problem:
+        report.unverified_reason = "; ".join(filter(None, [problem, report.unverified_reason]))
     report.skipped[:0] = list(notes)
-    if record and not (report.verdict == NOT_VERIFIED and art.verdict(model_file) != NOT_VERIFIED):
-        art.record_verification(model_file, report.to_dict())
+    report.recorded = record_report(art, model_file, report, record=record, default_run=default_run)
     return report
+
+
+def record_report(art: Artifact, model_file: str, report: ParityReport, *, record: bool | None,
+                  default_run: bool) -> str:
+    """Write `report` into the manifest as the verdict ("verdict"), beside it ("beside"), or
+    not at all ("not recorded", "read-only"). A recorded verdict with a reference is only
+    replaced by another verdict with a reference, unless the file changed since (MODIFIED)."""
+    if record is False:
+        return "not recorded"
+    current = art.verdict(model_file)
+    keep = current in (PASSED, FAILED)  # a verdict with a reference, about these very bytes
+    as_verdict = not (report.verdict == NOT_VERIFIED and keep) and (record or default_run or not keep)
+    if as_verdict:
+        written = art.record_verification(model_file, report.to_dict())
+    else:
+        written = art.record_extra_verification(model_file, report.to_dict())
+    if not written:
+        return "read-only"
+    return "verdict" if as_verdict else "beside"
 
 
 # ---------------------------------------------------------------- batches
@@ -153,16 +185,18 @@ def _take(items: list[str], start: int, count: int) -> list[str]:
 
 def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts: list[str], model_file: str,
                    atol: float, reference: Reference | None,
-                   embedding_reference: EmbeddingReference | None) -> ParityReport:
+                   embedding_reference: EmbeddingReference | None, progress=None) -> ParityReport:
+    say = progress or (lambda message: None)
     static = art.spec.static_shape
     batches = shape_matrix(texts, encoder, static)
     outputs = {o.name: o for o in art.outputs}
     checks: list[CheckResult] = []
     shapes = []
     onnx_results = []
-    for batch in batches:
+    for number, batch in enumerate(batches, 1):
         arrays = encoder.encode(batch)
         shapes.append(list(arrays["input_ids"].shape))
+        say(f"verifying {model_file}: batch {number}/{len(batches)} (b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
         try:
             got = model.run(arrays)
         except Exception as error:  # e.g. a graph whose batch or sequence axis was fixed at export
@@ -179,8 +213,10 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
                                    expected.get(name), arrays["attention_mask"], SEQUENCE_AXIS in info.dims[1:2],
                                    batch, atol))
     if not static:
+        say(f"verifying {model_file}: padding invariance (each padded text alone)")
         checks.extend(_padding_invariance(model, encoder, onnx_results, outputs, atol))
     if embedding_reference is not None:
+        say(f"verifying {model_file}: against {embedding_reference.name} on {len(texts)} texts")
         checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference))
     if reference is None:
         reason = (f"no reference to compare {model_file} with: PyTorch is not available here "
@@ -209,7 +245,8 @@ def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarra
     if got.dtype != expected.dtype:
         return CheckResult(name, output, False, {"max_abs_diff": float("inf")}, limits, None, list(got.shape),
                            note=f"dtype {got.dtype} != PyTorch {expected.dtype}")
-    diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, and NaN fails below
+        diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     if per_token:
         real = mask.astype(bool)
         per_row = np.array([diff[i][real[i]].max() if real[i].any() else 0.0 for i in range(len(batch))])
@@ -222,8 +259,13 @@ def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarra
     worst = int(per_row.argmax())
     measured = {"max_abs_diff": float(per_row.max()), "mean_abs_diff": mean,
                 "min_cosine": float(cosines.min()) if cosines.size else 1.0}
-    return CheckResult(name, output, measured["max_abs_diff"] <= atol, measured, limits,
-                       short(batch[worst]), list(got.shape))
+    # NaN never compares as within tolerance; say where it came from.
+    compared = (lambda values: values[mask.astype(bool)]) if per_token else (lambda values: values)
+    broken = [who for who, values in (("the file", got), ("the reference", expected))
+              if not np.isfinite(compared(values)).all()]
+    return CheckResult(name, output, measured["max_abs_diff"] <= atol and not broken, measured, limits,
+                       short(batch[worst]), list(got.shape),
+                       note=f"{' and '.join(broken)} output NaN or inf" if broken else None)
 
 
 def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs, atol: float) -> list[CheckResult]:
@@ -246,11 +288,14 @@ def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs
             length = int(arrays["attention_mask"][row].sum())
             for name, info in outputs.items():
                 if SEQUENCE_AXIS in info.dims[1:2]:
-                    diff = np.abs(got[name][row, :length] - alone[name][0, :length]).max()
+                    with np.errstate(invalid="ignore"):
+                        diff = np.abs(got[name][row, :length] - alone[name][0, :length]).max()
                 else:
-                    diff = np.abs(got[name][row] - alone[name][0]).max()
+                    with np.errstate(invalid="ignore"):
+                        diff = np.abs(got[name][row] - alone[name][0]).max()
+                diff = float(diff) if np.isfinite(diff) else float("inf")  # NaN must not slip past >=
                 if diff >= worst[name][0]:
-                    worst[name] = (float(diff), text)
+                    worst[name] = (diff, text)
         for name, (diff, text) in worst.items():
             checks.append(CheckResult(f"padding invariance b{len(batch)}", name, diff <= atol,
                                       {"max_abs_diff": diff}, {"max_abs_diff": atol}, short(text)))
@@ -275,13 +320,16 @@ def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], a
 # ---------------------------------------------------------------- quality (int8 / fp16)
 
 def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts: list[str], model_file: str,
-                    limits: dict[str, float]) -> ParityReport:
+                    limits: dict[str, float], progress=None) -> ParityReport:
+    say = progress or (lambda message: None)
     reference = OnnxReference(art)
     got, expected, masks = [], [], []
     shapes = []
     for start in range(0, len(texts), 16):
         arrays = encoder.encode(texts[start:start + 16])
         shapes.append(list(arrays["input_ids"].shape))
+        say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(texts) // 16)} "
+            f"(b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
         got.append(model.run(arrays))
         expected.append(reference.run(arrays))
         masks.append(arrays["attention_mask"].astype(bool))

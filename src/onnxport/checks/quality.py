@@ -25,7 +25,11 @@ QUALITY_DEFAULTS = {
 
 def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
                    texts: list[str], limits: dict[str, float], labels: dict[int, str] | None) -> list[CheckResult]:
-    """Quality of a reduced-precision model against the fp32 one, by task."""
+    """Quality of a reduced-precision model against the fp32 one, by task. Non-finite
+    outputs (NaN, inf) fail first: argmax and cosine would otherwise hide them."""
+    finite = _finite_check(output, got, expected, masks, texts)
+    if finite is not None:
+        return [finite]
     if task in (Task.SEQUENCE_CLASSIFICATION,):
         a = np.concatenate([g[output] for g in got]).argmax(-1)
         b = np.concatenate([e[output] for e in expected]).argmax(-1)
@@ -65,6 +69,27 @@ def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict
         checks.append(CheckResult("top-10 neighbour overlap", output, overlap >= limits["top10_overlap"],
                                   {"top10_overlap": overlap}, {"top10_overlap": limits["top10_overlap"]}))
     return checks
+
+
+def _finite_check(output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
+                  texts: list[str]) -> CheckResult | None:
+    """A failed check naming the first text whose output holds NaN or inf, else None."""
+    for side, results in (("the file", got), ("the reference", expected)):
+        rows = np.concatenate([_real_rows_finite(result[output], mask) for result, mask in zip(results, masks)])
+        if not rows.all():
+            worst = int(np.argmin(rows))
+            return CheckResult("finite outputs", output, False, {"non_finite_texts": float((~rows).sum())},
+                               {"non_finite_texts": 0.0}, short(texts[worst]),
+                               note=f"{side} outputs NaN or inf")
+    return None
+
+
+def _real_rows_finite(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per text: are all of its real (unpadded) outputs finite?"""
+    finite = np.isfinite(values)
+    if values.ndim == 3:
+        return np.array([finite[row][mask[row]].all() for row in range(values.shape[0])])
+    return finite.reshape(values.shape[0], -1).all(axis=1)
 
 
 def _vectors(results: list[dict], output: str, masks: list[np.ndarray]) -> np.ndarray:
@@ -116,8 +141,11 @@ def _f1(a: set, b: set) -> float:
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of each row of `a` with the same row of `b` (1.0 where both are zero)."""
+    """Cosine of each row of `a` with the same row of `b` (1.0 where both are zero, NaN where
+    either holds NaN or inf, so a comparison with a limit fails)."""
     a = a.astype(np.float64)
     b = b.astype(np.float64)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    return np.where(norms > 0, (a * b).sum(-1) / np.maximum(norms, 1e-30), 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+        cosines = np.where(norms > 0, (a * b).sum(-1) / np.maximum(norms, 1e-30), 1.0)
+    return np.where(np.isfinite(norms), cosines, np.nan)

@@ -49,6 +49,8 @@ class ParityReport:
     skipped: list[str] = dataclasses.field(default_factory=list)
     # Why there is no verdict although no check failed: no reference, or an unverified one.
     unverified_reason: str | None = None
+    # Where verify put it in the manifest: "verdict", "beside", "not recorded", "read-only".
+    recorded: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def verdict(self) -> str:

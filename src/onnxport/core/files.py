@@ -67,6 +67,15 @@ def sha256_files(paths: Sequence[str | Path]) -> str:
 
 
 def file_facts(paths: Sequence[Path]) -> dict:
-    """sha256 and size of a model file plus its external data, as the manifest records them."""
-    return {"sha256": sha256_files(paths), "size_bytes": sum(Path(p).stat().st_size for p in paths),
+    """sha256, size and newest mtime of a model file plus its external data, as the manifest
+    records them. Size and mtime are the cheap first test of "changed since verified"; the
+    hash is the real one (see `Artifact.integrity`)."""
+    size, mtime = size_and_mtime(paths)
+    return {"sha256": sha256_files(paths), "size_bytes": size, "mtime_ns": mtime,
             "external_data": [Path(p).name for p in paths[1:]]}
+
+
+def size_and_mtime(paths: Sequence[str | Path]) -> tuple[int, int]:
+    """Total size and newest modification time (ns) of `paths`."""
+    stats = [os.stat(p) for p in paths]
+    return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)

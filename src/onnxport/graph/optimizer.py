@@ -19,7 +19,7 @@ from ..core.artifact import Artifact, write_manifest
 from ..core.files import file_facts
 from ..core.model_files import FP16_FILE, MODEL_FILE, OPT_FILE
 from ..errors import ArtifactError, InputError
-from .onnx_files import FUSED_DOMAIN, save_onnx
+from .onnx_files import FUSED_DOMAIN, check_fits_artifact, load_onnx, save_onnx
 from .tags import carry_over, record
 
 LEVELS = ("fused", "fused-gelu-approx", "fp16")
@@ -40,10 +40,11 @@ def fused_op_counts(model) -> dict[str, int]:
 
 
 def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True, texts=None,
-             reference=None, notes=()):
+             reference=None, notes=(), progress=None):
     """Write the optimized model into the artifact; returns (file name, fused op counts, report).
 
-    `reference` and `notes` go to `checks.parity.verify` (None: judged against model.onnx)."""
+    `reference` and `notes` go to `checks.parity.verify` (None: judged against model.onnx);
+    `progress` gets a line per step, the verification's included."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.transformers import optimizer
@@ -56,6 +57,10 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
         warnings.warn("fp16 is meant for GPUs: this onnxruntime has no CUDA provider, and on CPU an fp16 model "
                       "runs slower than fp32; the file is written and verified anyway", RuntimeWarning, stacklevel=2)
     config = _model_config(art)
+    # A model.onnx swapped after export must stop here, before a file is written for it.
+    check_fits_artifact(art, MODEL_FILE, load_onnx(art.model_path(MODEL_FILE)))
+    say = progress or (lambda message: None)
+    say(f"fusing transformer ops ({level}) with onnxruntime's optimizer")
     options = FusionOptions("bert")
     options.enable_gelu_approximation = level == "fused-gelu-approx"
     with warnings.catch_warnings():
@@ -75,6 +80,7 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
         # The optimizer inserts contrib ops without declaring their domain; the checker wants it.
         model.opset_import.append(onnx.helper.make_opsetid(FUSED_DOMAIN, 1))
     name = OUTPUT_FILES[level]
+    say(f"checking and writing {name}")
     onnx.checker.check_model(model if model.ByteSize() < 2**31 - 1 else str(art.model_path()), full_check=False)
     files = save_onnx(model, art.path / name)
     art.files[name] = {"kind": KINDS[level], "level": level, "fused_ops": counts,
@@ -83,7 +89,8 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
     record(art, name, model)
     report = None
     if verify:
-        report = run_verify(art, model_file=name, texts=texts, reference=reference, notes=notes)
+        report = run_verify(art, model_file=name, texts=texts, reference=reference, notes=notes, record=True,
+                            progress=progress)
     return name, counts, report
 
 

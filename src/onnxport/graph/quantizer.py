@@ -21,6 +21,8 @@ import numpy as np
 
 from ..checks.parity import verify as run_verify
 from ..checks.quality import QUALITY_DEFAULTS, quality_checks
+from ..core.arguments import choice, string_list, text_list
+from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
 from ..core.files import file_facts
 from ..core.model_files import INT8_FILE, MODEL_FILE, OPT_FILE
@@ -28,6 +30,7 @@ from ..core.sample_texts import builtin_texts
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
+from .onnx_files import check_fits_artifact, load_onnx
 from .tags import carry_over_file, nodes_matching_modules
 
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64", "generic")
@@ -62,8 +65,7 @@ class QuantConfig:
 
     @classmethod
     def for_isa(cls, isa: str) -> "QuantConfig":
-        if isa not in ISAS:
-            raise InputError(f"unknown ISA '{isa}'; choose one of {', '.join(ISAS)}")
+        choice(isa, "ISA", ISAS)
         # onnxruntime's guidance: u8s8 may saturate on AVX2/AVX-512 without VNNI; reduce_range avoids it.
         return cls(isa=isa, per_channel=True, reduce_range=isa in ("avx2", "avx512", "generic"))
 
@@ -141,26 +143,34 @@ def quantize(
     exclude_modules: Sequence[str] = (),
     progress=None,
 ) -> dict:
-    """Write model.int8.onnx into the artifact and return its manifest entry (with the guard report)."""
-    import onnx
+    """Write model.int8.onnx into the artifact and return its manifest entry (with the guard report).
 
+    Units whose nodes `exclude_nodes`/`exclude_modules` all keep in float count as float units
+    (`excluded_units`) and are not the guard's to try; units they keep only partly in float
+    are `partly_float_units`. `progress` gets a line per step: each unit ranked, each attempt."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
-    if mode not in ("dynamic", "static"):
-        raise InputError(f"unknown mode '{mode}'; choose dynamic or static")
+    choice(mode, "mode", ("dynamic", "static"))
+    targets = limits_arg(targets, "targets", QUALITY_DEFAULTS) or None
+    exclude_modules = string_list(exclude_modules, "exclude_modules")
+    exclude_nodes = string_list(exclude_nodes, "exclude_nodes")
     config = QuantConfig.for_isa(isa or detect_isa())
     source_name = input_file or (OPT_FILE if art.verified(OPT_FILE) else MODEL_FILE)
     source_path = art.model_path(source_name)
-    model = onnx.load(str(source_path), load_external_data=False)
+    model = load_onnx(source_path)
+    check_fits_artifact(art, source_name, model)
     if _is_quantized(model):
         raise InputError(f"{source_name} is already quantized; quantize the fp32 {MODEL_FILE} or {OPT_FILE}")
     if exclude_modules:  # module path globs -> the nodes that stay float (hierarchy tags)
         exclude_nodes = list(exclude_nodes) + nodes_matching_modules(model, exclude_modules)
-    texts = list(texts) if texts is not None else builtin_texts(96)
+    texts = text_list(texts) if texts is not None else builtin_texts(96)
     if len(texts) < 2:
         raise InputError("quantization needs at least 2 texts to calibrate and measure quality; "
                          "give a file with one text per line")
     limits = {**QUALITY_DEFAULTS, **(targets or {})}
     units = quantizable_units(model)
+    user_float = set(exclude_nodes)
+    excluded_units = [unit for unit, nodes in units.items() if user_float.issuperset(nodes)]
+    candidates = {unit: nodes for unit, nodes in units.items() if unit not in excluded_units}
     encoder = TextEncoder.for_artifact(art)
     evaluator = _QualityProbe(art, encoder, texts, limits)
 
@@ -181,10 +191,10 @@ def quantize(
         history = [{"float_units": [], "passed": all(c.passed for c in checks), **evaluator.summary(checks)}]
         sensitivity: dict[str, float] = {}
         if guard and not history[-1]["passed"]:
-            say(f"below target ({_describe(history[-1])}); ranking {len(units)} units by sensitivity")
-            sensitivity = _rank_sensitivity(units, build, evaluator)
-            for unit in sorted(sensitivity, key=sensitivity.get, reverse=True):
-                say(f"keeping {unit} in float")
+            say(f"below target ({_describe(history[-1])}); ranking {len(candidates)} units by sensitivity")
+            sensitivity = _rank_sensitivity(candidates, build, evaluator, say)
+            for attempt_number, unit in enumerate(sorted(sensitivity, key=sensitivity.get, reverse=True), 1):
+                say(f"guard attempt {attempt_number}/{len(sensitivity)}: keeping {unit} in float")
                 excluded.append(unit)
                 checks = evaluator.checks(build(excluded))
                 history.append({"float_units": list(excluded), "passed": all(c.passed for c in checks),
@@ -195,19 +205,24 @@ def quantize(
         attempt.replace(target)
         seconds = time.perf_counter() - started
         carry_over_file(art, source_name, INT8_FILE)  # quantized nodes keep their PyTorch module tags
+    say(f"measuring the speed-up of {INT8_FILE} over {source_name}")
     speedup = _speedup(source_path, target, encoder, texts)
+    float_units = excluded_units + excluded
+    kept = user_float | {node for unit in excluded for node in units[unit]}
+    partly_float = [unit for unit, nodes in units.items() if unit not in float_units and kept.intersection(nodes)]
     entry = {
         "kind": "int8", "mode": mode, "isa": config.isa, "per_channel": config.per_channel,
         "reduce_range": config.reduce_range, "source_file": source_name, "guard": guard,
-        "float_units": excluded, "float_nodes": list(exclude_nodes),
-        "quantized_units": len(units) - len(excluded),
+        "float_units": float_units, "excluded_units": excluded_units, "partly_float_units": partly_float,
+        "float_nodes": list(exclude_nodes), "total_units": len(units),
+        "quantized_units": len(units) - len(float_units) - len(partly_float),
         "sensitivity": {k: round(v, 6) for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
         "attempts": history, "quality": history[-1], "targets": limits, "speedup_vs_source": speedup,
         "seconds": round(seconds, 1), "verification": None, **file_facts([target]),
     }
     art.files[INT8_FILE] = entry
     write_manifest(art.path, art.manifest)
-    report = run_verify(art, model_file=INT8_FILE, texts=texts, thresholds=targets)
+    report = run_verify(art, model_file=INT8_FILE, texts=texts, thresholds=targets, record=True, progress=progress)
     entry["verification"] = report.to_dict()
     return entry
 
@@ -286,11 +301,13 @@ class _QualityProbe:
         return {k: round(v, 6) for c in checks for k, v in c.measured.items()}
 
 
-def _rank_sensitivity(units: dict[str, list[str]], build, evaluator: _QualityProbe) -> dict[str, float]:
+def _rank_sensitivity(units: dict[str, list[str]], build, evaluator: _QualityProbe,
+                      say=lambda message: None) -> dict[str, float]:
     """Loss when only that unit is quantized (everything else stays float)."""
     sensitivity = {}
     names = list(units)
-    for unit in names:
+    for number, unit in enumerate(names, 1):
+        say(f"ranking units by sensitivity: {number}/{len(names)} {unit} alone in int8")
         others = [u for u in names if u != unit]
         sensitivity[unit] = evaluator.loss(build(others))
     return sensitivity

@@ -21,13 +21,15 @@ import json
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
-from ..core.artifact import Artifact
+from ..core.artifact import MODIFIED, Artifact
 from ..core.messages import first_line
 from ..core.sample_texts import builtin_texts
 from ..errors import ArtifactError, InputError
+from ..graph.onnx_files import check_fits_artifact, load_onnx
 from ..graph.tags import Tag, is_tagged, node_keys, read_tag, retag
 from ..runtime.pipelines import choose_model_file
 from ..runtime.session import default_threads, graph_feed
@@ -109,7 +111,6 @@ def profile(artifact: str | Path | Artifact, *, model: str = "auto", texts: Sequ
             batch_size: int = 16, repeat: int = 1, warmup: int = 1, threads: int | None = None) -> Profile:
     """Profile the artifact's `model` file (auto, fp32, opt, int8) on `texts` (default: 64
     built-in texts of mixed length) in batches; `warmup` runs are left out of every figure."""
-    import onnx
     import onnxruntime as ort
 
     if batch_size < 1 or repeat < 1 or warmup < 0:
@@ -117,7 +118,10 @@ def profile(artifact: str | Path | Artifact, *, model: str = "auto", texts: Sequ
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     name = choose_model_file(art, model)
     path = art.model_path(name)
-    source = onnx.load(str(path), load_external_data=False)
+    source = load_onnx(path)
+    check_fits_artifact(art, name, source)  # a swapped file is refused, not profiled
+    if art.verdict(name) == MODIFIED:
+        warnings.warn(f"{name} was modified since it was verified; profiling it as it is now", stacklevel=2)
     if not is_tagged(source):
         raise InputError(f"{name} has no module tags, so time cannot be put on modules; re-export without "
                          "--no-hierarchy (and optimize/quantize again)")
