@@ -118,7 +118,8 @@ def verify(
     atol: float = 1e-4,
     thresholds: dict[str, float] | None = None,
     allow_pickle: bool = False,
-    record: bool = True,
+    record: bool | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ParityReport:
     """Check one model file of an artifact and record the report in its manifest.
 
@@ -126,18 +127,29 @@ def verify(
     `atol`; without torch, files other than model.onnx are compared with the verified
     model.onnx. int8/fp16 files are judged by quality against model.onnx (`thresholds`).
     With nothing to compare with, the verdict is "not verified", never "passed".
+
+    `record=None` makes the report the file's verdict when run with the default texts,
+    tolerance and reference, and keeps it beside the verdict otherwise (the export's verdict
+    stays); True always replaces the verdict, False writes nothing. On a read-only artifact
+    nothing is written; `report.recorded` says where the report went. `progress` is called
+    with one line per step (each batch of the shape matrix, each check phase).
     """
+    _check_path(artifact, "verify")
     from .convert.references import verify as run
 
     return run(artifact, model_file=model_file, reference=reference, texts=texts, atol=atol,
-               thresholds=thresholds, allow_pickle=allow_pickle, record=record)
+               thresholds=thresholds, allow_pickle=allow_pickle, record=record, progress=progress)
 
 
-def inspect(path: str | Path) -> dict[str, Any]:
-    """Describe a .onnx file or an artifact directory without running it, as a plain dict."""
+def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
+    """Describe a .onnx file or an artifact directory without running it, as a plain dict.
+
+    Model files that changed since they were written show `integrity: "modified"` and the
+    verdict "modified since verified"; `deep=True` compares every file's sha256."""
+    _check_path(path, "inspect")
     from .graph.inspection import inspect as run
 
-    return run(path)
+    return run(path, deep=deep)
 
 
 def load(
@@ -156,6 +168,7 @@ def load(
     "int8" or "fp16". `backend="torch"` runs the PyTorch source through the same pipeline
     (needs onnxport[export]; `allow_pickle` lets pickle weights load there).
     """
+    _check_path(artifact, "load")
     if backend == "torch":
         from .convert.references import open_torch_pipeline
 
@@ -174,13 +187,16 @@ def optimize(
     verify: bool = True,
     texts: Sequence[str] | None = None,
     allow_pickle: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[str, dict[str, int], ParityReport | None]:
     """Fuse the encoder with onnxruntime's transformer optimizer; returns (file, fused op
     counts, report). `level`: "fused" (exact), "fused-gelu-approx" or "fp16". Verified
-    against PyTorch where it is installed, else against model.onnx."""
+    against PyTorch where it is installed, else against model.onnx. `progress` is called
+    with one line per step, the verification's included."""
+    _check_path(artifact, "optimize")
     from .convert.references import optimize as run
 
-    return run(artifact, level=level, verify=verify, texts=texts, allow_pickle=allow_pickle)
+    return run(artifact, level=level, verify=verify, texts=texts, allow_pickle=allow_pickle, progress=progress)
 
 
 def quantize(
@@ -202,7 +218,20 @@ def quantize(
     guard keeps the most sensitive layers in float until `targets` (mean_cosine,
     min_cosine, top10_overlap, label_agreement, entity_f1) hold against model.onnx.
     """
+    _check_path(artifact, "quantize")
     from .graph.quantizer import quantize as run
 
     return run(artifact, mode=mode, isa=isa, texts=texts, guard=guard, targets=targets, input_file=input_file,
                exclude_nodes=exclude_nodes, exclude_modules=exclude_modules, progress=progress)
+
+
+def _check_path(value: Any, verb: str) -> None:
+    """InputError, not a TypeError deep inside, when a verb gets no path (None, a number, ...)."""
+    import os
+
+    if isinstance(value, (str, os.PathLike)) or (verb != "inspect" and isinstance(value, Artifact)):
+        return
+    wanted = "a .onnx file or an artifact directory" if verb == "inspect" else "an artifact directory"
+    also = "" if verb == "inspect" else ", or an onnxport.Artifact"
+    raise errors.InputError(f"onnxport.{verb}() takes {wanted} as a str or pathlib.Path{also}, not "
+                            f"{type(value).__name__}")

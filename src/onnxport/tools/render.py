@@ -6,8 +6,14 @@ so the command bodies in `cli` stay short and these stay testable through the CL
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
+from typing import Callable, Iterator
+
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from ..core.artifact import verdict_of
@@ -17,12 +23,62 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
+class _Table(Table):
+    """A rich Table that, off a terminal (a pipe, a file, a CI log), takes the width its cells
+    need rather than the console's 80 columns, so no name is cut with '…' or wrapped."""
+
+    def __rich_console__(self, console, options):
+        if not console.is_terminal:
+            natural = Measurement.get(console, options.update_width(100_000), self).maximum
+            options = options.update_width(max(options.max_width, natural))
+        return super().__rich_console__(console, options)
+
+
 def table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
     """A left-titled table with these columns; the ones named in `right` are numbers, right-aligned."""
-    grid = Table(title=title, title_justify="left")
+    grid = _Table(title=title, title_justify="left")
     for column in columns:
         grid.add_column(column, justify="right" if column in right else "left")
     return grid
+
+
+_COUNTED = re.compile(r"\b(\d+)/(\d+)\b")
+
+
+@contextlib.contextmanager
+def steps(started: float | None = None) -> Iterator[Callable[[str], None]]:
+    """The `progress` callback a long command hands to the library.
+
+    Off a terminal (a pipe, a log) every step is one plain line with the seconds since
+    `started`: `  12.3s verifying model.onnx: batch 3/5 (b7 x 41 tokens)`. On a terminal
+    steps stay as dim lines too, except counted ones ("i/n"), which drive a live bar instead
+    of a line each; the bar disappears when the command is done."""
+    started = time.perf_counter() if started is None else started
+
+    def line(message: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - started:6.1f}s[/] {escape(message)}")
+
+    if not console.is_terminal:
+        yield line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    # Results printed on stdout meanwhile go above the bar when both are this terminal, and
+    # straight to their file when stdout is redirected (`> report.txt`).
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, redirect_stdout=stdout.is_terminal) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(message: str) -> None:
+            counted = _COUNTED.search(message)
+            if counted:
+                done, total = int(counted[1]) - 1, int(counted[2])
+                bar.update(task, description=escape(message), completed=done, total=total)
+            else:
+                line(message)
+                bar.update(task, description=escape(message), completed=0, total=None)
+
+        yield update
 
 
 def dims(values: list) -> str:
@@ -72,6 +128,15 @@ def print_report(report: dict) -> None:
 
 
 
+def print_recorded(recorded: str | None, model_file: str) -> None:
+    """Say where `verify` put its report when it was not simply the file's verdict."""
+    if recorded == "beside":
+        console.print(f"[dim]kept beside the recorded verdict of {model_file} (this run used its own texts, "
+                      "tolerance or reference); pass --record to make it the verdict[/]")
+    elif recorded == "read-only":
+        console.print("[yellow]note:[/] the artifact is read-only, so this report was not recorded")
+
+
 def print_inspection(info: dict) -> None:
     """`inspect`: the artifact's files and verdicts, then the model file's facts."""
     if "artifact" in info:
@@ -82,9 +147,16 @@ def print_inspection(info: dict) -> None:
         if art["labels"]:
             stdout.print("labels: " + escape(", ".join(f"{k}={v}" for k, v in art["labels"].items())))
         status = {"passed": "[green]verified[/]", "failed": "[red]verification FAILED[/]",
-                  "not verified": "[yellow]not verified[/]"}
+                  "not verified": "[yellow]not verified[/]",
+                  "modified since verified": "[red]modified since verified[/] (its verdict no longer applies; "
+                                             "run `onnxport verify` to re-judge it)"}
         for name, entry in art["files"].items():
-            stdout.print(f"  {name} ({entry['kind']}): {status[entry['verdict']]}")
+            line = status.get(entry["verdict"], escape(entry["verdict"]))
+            if entry.get("integrity") == "missing":
+                line = "[red]missing[/] (listed in the manifest, not on disk)"
+            elif entry.get("integrity") == "modified" and entry["verdict"] == "not verified":
+                line += " [red](modified since written)[/]"
+            stdout.print(f"  {name} ({entry['kind']}): {line}")
     model = info["model"]
     grid = table(f"{model['path']}", "", "name", "dtype", "dims")
     for kind in ("inputs", "outputs"):
@@ -113,9 +185,15 @@ def print_fusion(name: str, counts: dict, report) -> None:
 
 
 def print_quantization(entry: dict) -> None:
+    excluded = set(entry.get("excluded_units", ()))  # by --exclude-modules; the others by the guard
+    kept = ", ".join(f"{unit} ({'excluded' if unit in excluded else 'guard'})" for unit in entry["float_units"])
+    partly = entry.get("partly_float_units") or []
+    total = entry.get("total_units")
     console.print(f"model.int8.onnx: {entry['mode']} int8 for {entry['isa']} (per-channel, "
                   f"reduce_range {entry['reduce_range']}) from {entry['source_file']}; "
-                  f"{entry['quantized_units']} units int8, kept float: {', '.join(entry['float_units']) or 'none'}")
+                  f"{entry['quantized_units']}{f' of {total}' if total else ''} units int8, "
+                  f"kept float: {kept or 'none'}"
+                  + (f"; partly float: {', '.join(partly)} (excluded nodes)" if partly else ""))
     quality = ", ".join(f"{k}={v:.4f}" for k, v in entry["quality"].items() if k not in ("float_units", "passed"))
     console.print(f"quality vs fp32: {quality}; speed-up vs {entry['source_file']}: {entry['speedup_vs_source']}x")
     print_report(entry["verification"])
