@@ -386,7 +386,7 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                     threads=threads, backend=backend)
     # load() names the onnx file it picked in its own notice; say the rest once.
-    console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{len(rows)} texts[/]")
+    console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{len(rows)} text{'' if len(rows) == 1 else 's'}[/]")
     run = getattr(pipeline, method, None)
     if run is None:
         raise InputError(f"{artifact} is a {pipeline.artifact.task.value} artifact; `onnxport {_COMMANDS[method]}` "
