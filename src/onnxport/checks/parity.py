@@ -24,7 +24,7 @@ from ..core.spec import SEQUENCE_AXIS
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import QUALITY_DEFAULTS, quality_checks, row_cosines
+from .quality import QUALITY_DEFAULTS, finite_rows, quality_checks, row_cosines
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
@@ -260,9 +260,9 @@ def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarra
     measured = {"max_abs_diff": float(per_row.max()), "mean_abs_diff": mean,
                 "min_cosine": float(cosines.min()) if cosines.size else 1.0}
     # NaN never compares as within tolerance; say where it came from.
-    compared = (lambda values: values[mask.astype(bool)]) if per_token else (lambda values: values)
+    real = mask.astype(bool) if per_token else None
     broken = [who for who, values in (("the file", got), ("the reference", expected))
-              if not np.isfinite(compared(values)).all()]
+              if not finite_rows(values, real).all()]
     return CheckResult(name, output, measured["max_abs_diff"] <= atol and not broken, measured, limits,
                        short(batch[worst]), list(got.shape),
                        note=f"{' and '.join(broken)} output NaN or inf" if broken else None)

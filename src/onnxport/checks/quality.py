@@ -75,7 +75,8 @@ def _finite_check(output: str, got: list[dict], expected: list[dict], masks: lis
                   texts: list[str]) -> CheckResult | None:
     """A failed check naming the first text whose output holds NaN or inf, else None."""
     for side, results in (("the file", got), ("the reference", expected)):
-        rows = np.concatenate([_real_rows_finite(result[output], mask) for result, mask in zip(results, masks)])
+        rows = np.concatenate([finite_rows(result[output], mask if result[output].ndim == 3 else None)
+                               for result, mask in zip(results, masks)])
         if not rows.all():
             worst = int(np.argmin(rows))
             return CheckResult("finite outputs", output, False, {"non_finite_texts": float((~rows).sum())},
@@ -84,10 +85,11 @@ def _finite_check(output: str, got: list[dict], expected: list[dict], masks: lis
     return None
 
 
-def _real_rows_finite(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per text: are all of its real (unpadded) outputs finite?"""
+def finite_rows(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Per text (first axis): are all its outputs finite? With a boolean [batch, tokens]
+    `mask`, only the real (unpadded) tokens count."""
     finite = np.isfinite(values)
-    if values.ndim == 3:
+    if mask is not None:
         return np.array([finite[row][mask[row]].all() for row in range(values.shape[0])])
     return finite.reshape(values.shape[0], -1).all(axis=1)
 
