@@ -117,22 +117,49 @@ class Pipeline:
     def _texts(self, texts: Sequence[str] | str, *, one_text_ok: bool = False) -> list[str]:
         return text_list(texts, what="a text or a list of texts" if one_text_ok else "a list of texts")
 
+    @property
+    def batch_rows(self) -> int | None:
+        """The exact rows a static-shape graph takes per run; None when the batch axis is dynamic."""
+        return self.artifact.spec.static_shape[0] if self.encoder.fixed_length else None
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool | None = None) -> list:
+        """One tokenizers.Encoding per text; over-long texts are cut unless truncate is False."""
+        return self.encoder.tokenize(texts, truncate=self.truncate if truncate is None else truncate)
+
+    def run_model(self, encodings: Sequence) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One model run over `encodings`, padded to the longest (a static graph gets its fixed
+        rows, filled by repeating the last one): the input arrays and outputs, real rows only."""
+        real = len(encodings)
+        batch = list(encodings)
+        step = self.batch_rows
+        if step is not None:
+            if real > step:
+                raise InputError(f"this static-shape graph takes {step} rows per run, not {real}")
+            batch = batch + [batch[-1]] * (step - real)
+        arrays = self.encoder.pad(batch)
+        outputs = self.runner.run(arrays)
+        return {k: v[:real] for k, v in arrays.items()}, {k: v[:real] for k, v in outputs.items()}
+
+    def infer(self, encodings: Sequence) -> list:
+        """The task's raw result per encoding from one model run (see `rows`). The server's
+        batcher calls this with encodings merged from many requests."""
+        arrays, outputs = self.run_model(encodings)
+        return list(self.rows(encodings, arrays, outputs))
+
+    def rows(self, encodings: Sequence, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
+        raise NotImplementedError
+
     def run_batches(self, texts: list[str], batch_size: int):
         """Yield (indices, encodings, arrays, outputs) per length-sorted batch."""
         batch_size = positive_int(batch_size, "batch_size")
-        encodings = self.encoder.tokenize(texts, truncate=self.truncate)
+        encodings = self.tokenize(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        step = batch_size if not self.encoder.fixed_length else self.artifact.spec.static_shape[0]
+        step = self.batch_rows or batch_size
         for start in range(0, len(order), step):
             indices = order[start:start + step]
             batch = [encodings[i] for i in indices]
-            real = len(batch)
-            if self.encoder.fixed_length and real < step:  # a static graph wants exactly `step` rows
-                batch = batch + [batch[-1]] * (step - real)
-            arrays = self.encoder.pad(batch)
-            outputs = self.runner.run(arrays)
-            yield indices, batch[:real], {k: v[:real] for k, v in arrays.items()}, \
-                {k: v[:real] for k, v in outputs.items()}
+            arrays, outputs = self.run_model(batch)
+            yield indices, batch, arrays, outputs
 
 
 class Embedder(Pipeline):
@@ -141,16 +168,17 @@ class Embedder(Pipeline):
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens."""
         texts = self._texts(texts)
-        dim = self._dim()
-        result = np.zeros((len(texts), dim), dtype=np.float32)
-        for indices, _, arrays, outputs in self.run_batches(texts, batch_size):
-            if self.artifact.task is Task.SENTENCE_EMBEDDING:
-                result[indices] = outputs["sentence_embedding"]
-            else:
-                weights = arrays["attention_mask"][..., None].astype(np.float32)
-                hidden = outputs["last_hidden_state"]
-                result[indices] = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+        result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for indices, batch, arrays, outputs in self.run_batches(texts, batch_size):
+            result[indices] = self.rows(batch, arrays, outputs)
         return result
+
+    def rows(self, encodings, arrays, outputs) -> np.ndarray:
+        """[rows, dim] sentence vectors: the graph's own, or mean-pooled over real tokens."""
+        if self.artifact.task is Task.SENTENCE_EMBEDDING:
+            return outputs["sentence_embedding"]
+        weights = arrays["attention_mask"][..., None].astype(np.float32)
+        return (outputs["last_hidden_state"] * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
 
     def token_embeddings(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
         """One [tokens, hidden] array per text, without padding (special tokens included)."""
@@ -162,7 +190,9 @@ class Embedder(Pipeline):
                 result[index] = outputs[name][row][arrays["attention_mask"][row].astype(bool)]
         return result
 
-    def _dim(self) -> int:
+    @property
+    def dimensions(self) -> int:
+        """Length of one sentence vector."""
         name = "sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
         return int(next(o for o in self.artifact.outputs if o.name == name).dims[-1])
 
@@ -183,12 +213,18 @@ class TokenClassifier(Pipeline):
         single = isinstance(text_or_texts, str)
         texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
         result: list[Any] = [None] * len(texts)
-        for indices, encodings, _, outputs in self.run_batches(texts, batch_size):
-            logits = outputs["logits"]
-            for row, (index, encoding) in enumerate(zip(indices, encodings)):
-                probabilities = _softmax(logits[row, : len(encoding.ids)])
-                result[index] = decode_entities(texts[index], encoding, probabilities, self.labels, aggregation)
+        for indices, encodings, arrays, outputs in self.run_batches(texts, batch_size):
+            for index, encoding, probabilities in zip(indices, encodings, self.rows(encodings, arrays, outputs)):
+                result[index] = self.entities(texts[index], encoding, probabilities, aggregation)
         return result[0] if single else result
+
+    def rows(self, encodings, arrays, outputs) -> list[np.ndarray]:
+        """Per text: label probabilities [its tokens, labels]."""
+        return [_softmax(outputs["logits"][row, : len(encoding.ids)]) for row, encoding in enumerate(encodings)]
+
+    def entities(self, text: str, encoding, probabilities: np.ndarray, aggregation: str = "simple") -> list[dict]:
+        """Entity spans of one text from its `rows` result (see `decode_entities`)."""
+        return decode_entities(text, encoding, probabilities, self.labels, aggregation)
 
     def extract_dict(self, text: str, aggregation: str = "first") -> dict[str, str | list[str]]:
         """{label: text} (a list when a label occurs more than once), e.g. {"SRC": "Bangalore"}."""
@@ -214,14 +250,23 @@ class SequenceClassifier(Pipeline):
         texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
         top_k = positive_int(top_k, "top_k")
         result: list[Any] = [None] * len(texts)
-        for indices, _, _, outputs in self.run_batches(texts, batch_size):
-            logits = outputs["logits"].astype(np.float64)
-            scores = 1 / (1 + np.exp(-logits)) if self.multi_label else _softmax(logits)
-            for row, index in enumerate(indices):
-                best = np.argsort(-scores[row], kind="stable")[:top_k]
-                result[index] = [{"label": self.labels.get(int(i), str(int(i))), "score": float(scores[row, i])}
-                                 for i in best]
+        for indices, encodings, arrays, outputs in self.run_batches(texts, batch_size):
+            for index, logits in zip(indices, self.rows(encodings, arrays, outputs)):
+                result[index] = self.ranked(self.scores(logits), top_k)
         return result[0] if single else result
+
+    def rows(self, encodings, arrays, outputs) -> np.ndarray:
+        """[rows, labels] logits (float64)."""
+        return outputs["logits"].astype(np.float64)
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities from logits: softmax, or a sigmoid per label for multi-label models."""
+        return 1 / (1 + np.exp(-logits)) if self.multi_label else _softmax(logits)
+
+    def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[dict]:
+        """The `top_k` best labels (all when None) of one text, best first: [{label, score}]."""
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"label": self.labels.get(int(i), str(int(i))), "score": float(scores[i])} for i in best]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -7,13 +7,13 @@ tools and benchmarks all build on these two.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..core.cpus import available_cpus
 from ..core.messages import first_line
 from ..errors import ArtifactError, InputError
 
@@ -21,16 +21,18 @@ _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 def default_threads() -> int:
-    """Physical cores when we can tell, else logical CPUs available to this process."""
+    """Physical cores when we can tell, capped by the CPUs this process may use (affinity,
+    cgroup quota); else those CPUs."""
+    allowed = available_cpus()
     try:
         import psutil  # optional
 
         cores = psutil.cpu_count(logical=False)
         if cores:
-            return cores
+            return min(cores, allowed)
     except ImportError:
         pass
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return allowed
 
 
 # Short names users may pass, and what to install when a provider is missing.

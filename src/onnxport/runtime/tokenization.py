@@ -49,12 +49,12 @@ class TextEncoder:
                    pad_token=info["pad_token"], padding_side=info.get("padding_side", "right"),
                    fixed_length=static[1] if static else None)
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list:
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True, add_special_tokens: bool = True) -> list:
         """One tokenizers.Encoding per text (truncated to max_length, not padded)."""
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
-        encodings = self._unpadded.encode_batch(list(texts))
+        encodings = self._unpadded.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         if not truncate:
             for index, encoding in enumerate(encodings):
                 if encoding.overflowing:
@@ -63,6 +63,10 @@ class TextEncoder:
                         "tokens; shorten it or allow truncation"
                     )
         return encodings
+
+    @property
+    def vocab_size(self) -> int:
+        return self._unpadded.get_vocab_size()
 
     def pad(self, encodings: Sequence) -> dict[str, np.ndarray]:
         """Stack encodings into int64 arrays, padded to the longest (or the fixed length)."""

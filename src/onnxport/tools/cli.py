@@ -497,5 +497,39 @@ def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
         sys.exit(130)  # interrupted (Ctrl-C), as a shell reports it
 
 
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT [ARTIFACT ...]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--model", "model_kind", type=click.Choice(["auto", "fp32", "opt", "int8"]), default="auto",
+              show_default=True, help="Model file of each artifact (auto: verified int8, else opt, else fp32).")
+@click.option("--api-key", envvar="ONNXPORT_API_KEY", help="Require 'Authorization: Bearer KEY' [env: ONNXPORT_API_KEY].")
+@click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Padded tokens per model run (longest × items).")
+@click.option("--max-batch-requests", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests merged into one model run (1: no batching across requests).")
+@click.option("--max-client-batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Items per request; more is a 413.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Items waiting per model; more is a 429 with Retry-After.")
+@click.option("--payload-limit", default="2MB", show_default=True, help="Largest request body (e.g. 2MB, 512KiB).")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per model [default: the CPUs this "
+              "process may use, after affinity and cgroup quota].")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, max_batch_requests, max_client_batch_size,
+          max_queue, payload_limit, threads, log_level):
+    """Serve artifacts over HTTP: OpenAI /v1/embeddings, /embed, /classify, /ner, /tokenize (docs/serve.md)."""
+    from ..serve import create_app, require_serve_extra
+
+    require_serve_extra()
+    from ..serve.running import run_server
+
+    app = create_app(list(artifacts), model=model_kind, api_key=api_key, threads=threads,
+                     max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                     max_client_batch_size=max_client_batch_size, max_queue=max_queue, payload_limit=payload_limit)
+    run_server(app, host=host, port=port, log_level=log_level)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

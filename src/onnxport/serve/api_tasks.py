@@ -1,0 +1,66 @@
+"""text-embeddings-inference's routes, so its clients work unchanged (/embed, /tokenize),
+and the task routes it lacks (/classify, /ner with character offsets)."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from .inputs import check_dimensions, normalized, request_items, shorten
+from .problems import Problem
+from .schemas import ClassifyRequest, EmbedRequest, NerRequest, TokenizeRequest
+
+router = APIRouter()
+
+
+@router.post("/embed")
+async def embed(body: EmbedRequest, request: Request):
+    state = request.app.state.onnxport
+    served = state.model(body.model, "/embed")
+    texts, _ = request_items(body.inputs, field="inputs", limits=state.limits)
+    check_dimensions(body.dimensions, served.pipeline.dimensions)
+    encodings = served.tokenize(texts, truncate=body.truncate, field="inputs")
+    vectors = np.stack(await served.infer(encodings, request))
+    if body.normalize and body.dimensions is None:
+        vectors = normalized(vectors)
+    return JSONResponse(shorten(vectors, body.dimensions).tolist())
+
+
+@router.post("/classify")
+async def classify(body: ClassifyRequest, request: Request):
+    state = request.app.state.onnxport
+    served = state.model(body.model, "/classify")
+    texts, single = request_items(body.inputs, field="inputs", limits=state.limits)
+    if body.top_k is not None and body.top_k < 1:
+        raise Problem(422, f"top_k must be at least 1, not {body.top_k}", reason="bad_top_k", param="top_k")
+    encodings = served.tokenize(texts, truncate=body.truncate, field="inputs")
+    pipeline = served.pipeline
+    results = [pipeline.ranked(logits if body.raw_scores else pipeline.scores(logits), body.top_k)
+               for logits in await served.infer(encodings, request)]
+    return JSONResponse(results[0] if single else results)
+
+
+@router.post("/ner")
+async def ner(body: NerRequest, request: Request):
+    state = request.app.state.onnxport
+    served = state.model(body.model, "/ner")
+    texts, single = request_items(body.inputs, field="inputs", limits=state.limits)
+    encodings = served.tokenize(texts, truncate=body.truncate, field="inputs")
+    rows = await served.infer(encodings, request)
+    results = [served.pipeline.entities(text, encoding, probabilities, body.aggregation)
+               for text, encoding, probabilities in zip(texts, encodings, rows)]
+    return JSONResponse(results[0] if single else results)
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request):
+    state = request.app.state.onnxport
+    served = state.model(body.model, "/tokenize")
+    texts, _ = request_items(body.inputs, field="inputs", limits=state.limits)
+    encodings = served.pipeline.encoder.tokenize(texts, add_special_tokens=body.add_special_tokens)
+    return JSONResponse([
+        [{"id": token_id, "text": token, "special": bool(special),
+          "start": None if special else start, "stop": None if special else stop}
+         for token_id, token, special, (start, stop) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)]
+        for e in encodings])
