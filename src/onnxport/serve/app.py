@@ -34,14 +34,14 @@ log = logging.getLogger("onnxport.serve")
 def create_app(artifacts: Sequence[str | Path] | str | Path, *, model: str = "auto", api_key: str | None = None,
                threads: int | None = None, providers: Sequence[str] | None = None,
                max_batch_tokens: int = 16384, max_batch_requests: int = 64, max_client_batch_size: int = 256,
-               max_queue: int = 1024, payload_limit: str | int = "2MB") -> FastAPI:
+               max_queue: int = 1024, payload_limit: str | int = "2MB", run_tokens: int | None = None) -> FastAPI:
     """The server app for `artifacts` (paths, or NAME=PATH; requests pick one by `model`,
     default the first). `api_key` defaults to $ONNXPORT_API_KEY; None/empty = no key."""
     if isinstance(artifacts, (str, Path)):
         artifacts = [artifacts]
     limits = Limits(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
                     max_client_batch_size=max_client_batch_size, max_queue=max_queue,
-                    payload_limit=parse_size(payload_limit))
+                    payload_limit=parse_size(payload_limit), run_tokens=run_tokens)
     if api_key is None:
         api_key = os.environ.get("ONNXPORT_API_KEY") or None
     metrics = ServeMetrics()

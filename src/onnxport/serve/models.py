@@ -50,6 +50,8 @@ def parse_artifact_args(values: Sequence[str | Path]) -> list[tuple[str, Path]]:
         name, sep, path = text.partition("=")
         if not sep or not name or "/" in name or Path(text).exists():
             name, path = Path(text).resolve().name, text
+        elif not path:
+            raise InputError(f"'{text}' names no artifact; write NAME=PATH, e.g. {name}=out/{name}")
         named.append((name, Path(path)))
     seen: dict[str, Path] = {}
     for name, path in named:
@@ -75,9 +77,10 @@ class ServedModel:
             raise InputError(f"--max-batch-tokens {limits.max_batch_tokens} is smaller than model '{name}'s "
                              f"{self.max_tokens} tokens per input, so a long input could never be run; "
                              f"raise it to at least {self.max_tokens}")
+        self.run_tokens = limits.model_run_tokens(on_gpu=bool(getattr(pipeline.runner, "on_cuda", False)))
         self.batcher = Batcher(name, pipeline, max_tokens=limits.max_batch_tokens,
                                max_requests=limits.max_batch_requests, max_queue=limits.max_queue,
-                               metrics=metrics)
+                               run_tokens=self.run_tokens, metrics=metrics)
 
     def require(self, route: str) -> None:
         if route not in self.routes:
@@ -88,8 +91,11 @@ class ServedModel:
         artifact = self.pipeline.artifact
         facts = {"name": self.name, "task": self.task.value, "routes": list(self.routes),
                  "max_input_tokens": self.max_tokens, "model_file": self.pipeline.model_file,
-                 "verdict": artifact.verdict(self.pipeline.model_file), "path": str(artifact.path),
-                 "source": (artifact.manifest.get("source") or {}).get("path")}
+                 "verdict": artifact.verdict(self.pipeline.model_file), "path": str(artifact.path.resolve()),
+                 "source": (artifact.manifest.get("source") or {}).get("path"), "run_tokens": self.run_tokens}
+        session = getattr(self.pipeline.runner, "session", None)
+        if session is not None:
+            facts["providers"] = session.get_providers()
         if self.routes is EMBEDDING_ROUTES:
             facts["dimensions"] = self.pipeline.dimensions
             facts["normalized"] = bool(artifact.spec.normalize)

@@ -54,9 +54,10 @@ _UNION_TAGS = ("str", "int", "list[", "function-")
 
 def validation_message(errors: list[dict]) -> str:
     """FastAPI/pydantic validation errors as one readable line: which field, what it must be,
-    and (from the most specific error) which item is wrong."""
+    and which item is wrong. For a union field, pydantic reports every branch it tried; the
+    branch with the fewest complaints is the one the client meant, so its first one is named."""
     parts: dict[str, str] = {}
-    depth: dict[str, int] = {}
+    branches: dict[str, dict[str, list]] = {}
     for error in errors:
         location = [part for part in error.get("loc", ()) if part != "body"]
         if error.get("type") == "json_invalid":
@@ -66,17 +67,23 @@ def validation_message(errors: list[dict]) -> str:
             parts["body"] = "the body must be a JSON object, e.g. {\"inputs\": [\"a text\"]}"
             continue
         field = str(location[0])
-        indices = [p for p in location[1:] if isinstance(p, int)]
-        if field in FIELD_SHAPES and any(isinstance(p, str) and p.startswith(_UNION_TAGS) for p in location[1:]):
-            if len(indices) < depth.get(field, -1):
-                continue  # keep the most specific branch's complaint
-            where = field + "".join(f"[{i}]" for i in indices)
-            got = f"{where} is {error.get('input')!r}" if indices else f"got {type(error.get('input')).__name__}"
-            parts[field] = f"{field} must be {FIELD_SHAPES[field]}; {got}"
-            depth[field] = len(indices)
+        tags = [p for p in location[1:] if isinstance(p, str) and p.startswith(_UNION_TAGS)]
+        if field in FIELD_SHAPES and tags:
+            parts.setdefault(field, "")  # keeps the field's place in the message
+            branches.setdefault(field, {}).setdefault(tags[0], []).append(error)
             continue
         where = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location[1:])
         parts.setdefault(where, f"{where}: {error.get('msg', 'invalid')}")
+    for field, by_branch in branches.items():
+        # a list was sent when some branch reached its items: the scalar branch ("got list") is moot then
+        itemized = [found for found in by_branch.values() if any(isinstance(p, int) for p in found[0]["loc"])]
+        # fewest complaints; on a tie, the branch that got further before its first one
+        error = min(itemized or list(by_branch.values()),
+                    key=lambda found: (len(found), -next((p for p in found[0]["loc"] if isinstance(p, int)), 0)))[0]
+        indices = [p for p in error["loc"] if isinstance(p, int)]
+        where = field + "".join(f"[{i}]" for i in indices)
+        got = f"{where} is {error.get('input')!r}" if indices else f"got {type(error.get('input')).__name__}"
+        parts[field] = f"{field} must be {FIELD_SHAPES[field]}; {got}"
     messages = list(parts.values())
     more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
     return "; ".join(messages[:3]) + more

@@ -18,6 +18,9 @@ def run_server(app, *, host: str = "127.0.0.1", port: int = 8080, log_level: str
         def handle_exit(self, sig, frame):
             state.draining = True
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after its graceful shutdown, which would kill the
+            # process before the summary below; a drained stop is a clean exit (code 0)
+            self._captured_signals.clear()
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=None, lifespan="on")
@@ -30,9 +33,12 @@ def run_server(app, *, host: str = "127.0.0.1", port: int = 8080, log_level: str
            + ("; API key required" if state.api_key else ""))
     logging.getLogger("onnxport.serve").setLevel(log_level.upper())
     server.run()
-    failed = sum(value for key, value in _counts(state.metrics.requests).items() if key[1].startswith("5"))
-    notice(f"onnxport: stopped after {sum(_counts(state.metrics.requests).values()):.0f} requests "
-           f"({failed:.0f} server errors)")
+    by_class: dict[str, float] = {}
+    for (_, status), count in _counts(state.metrics.requests).items():
+        by_class[status[0] + "xx"] = by_class.get(status[0] + "xx", 0) + count
+    total = sum(by_class.values())
+    notice(f"onnxport: stopped after {total:.0f} request{'' if total == 1 else 's'} ("
+           + ", ".join(f"{by_class.get(k, 0):.0f} {k}" for k in ("2xx", "4xx", "5xx")) + ")")
 
 
 def _counts(counter) -> dict[tuple[str, str], float]:

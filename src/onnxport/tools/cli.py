@@ -505,7 +505,9 @@ def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
               show_default=True, help="Model file of each artifact (auto: verified int8, else opt, else fp32).")
 @click.option("--api-key", envvar="ONNXPORT_API_KEY", help="Require 'Authorization: Bearer KEY' [env: ONNXPORT_API_KEY].")
 @click.option("--max-batch-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
-              help="Padded tokens per model run (longest × items).")
+              help="Padded tokens taken from the queue together (longest × items).")
+@click.option("--run-tokens", type=click.IntRange(min=1), help="Padded tokens per model run [default: the whole "
+              "batch on a GPU, 1024 on a CPU, where smaller runs are faster per text].")
 @click.option("--max-batch-requests", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests merged into one model run (1: no batching across requests).")
 @click.option("--max-client-batch-size", type=click.IntRange(min=1), default=256, show_default=True,
@@ -517,8 +519,8 @@ def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
               "process may use, after affinity and cgroup quota].")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
-def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, max_batch_requests, max_client_batch_size,
-          max_queue, payload_limit, threads, log_level):
+def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, run_tokens, max_batch_requests,
+          max_client_batch_size, max_queue, payload_limit, threads, log_level):
     """Serve artifacts over HTTP: OpenAI /v1/embeddings, /embed, /classify, /ner, /tokenize (docs/serve.md)."""
     from ..serve import create_app, require_serve_extra
 
@@ -527,7 +529,8 @@ def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, max_batc
 
     app = create_app(list(artifacts), model=model_kind, api_key=api_key, threads=threads,
                      max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
-                     max_client_batch_size=max_client_batch_size, max_queue=max_queue, payload_limit=payload_limit)
+                     max_client_batch_size=max_client_batch_size, max_queue=max_queue, payload_limit=payload_limit,
+                     run_tokens=run_tokens)
     run_server(app, host=host, port=port, log_level=log_level)
 
 

@@ -100,8 +100,8 @@ def measure(artifact: str | Path | Artifact, *, texts: Sequence[str] | None = No
     if len(set(names)) != len(names):
         raise InputError(f"contender names must be unique: {', '.join(names)}")
     run = _Run(art, settings, contenders, corpus, progress)
-    report = _new_report(art, settings.recorded(threads, len(corpus)), _machine(), corpus, run.tokens, run.truncated,
-                         texts_source)
+    report = _new_report(art, settings.recorded(threads, len(corpus)), machine_facts(), corpus, run.tokens,
+                         run.truncated, texts_source)
     started = time.perf_counter()
     report["phase_seconds"] = phases = {}
     try:
@@ -282,7 +282,8 @@ def _quality(art: Artifact, reference: str, name: str, got: list[dict], expected
             "worst_input": next((c.worst_input for c in checks if c.worst_input), None)}
 
 
-def _machine() -> dict:
+def machine_facts() -> dict:
+    """The CPU (name, usable count, ISA flags), load and package versions a figure was measured with."""
     cpu, flags = None, set()
     with contextlib.suppress(OSError):  # Linux; elsewhere the platform's processor name
         for line in Path("/proc/cpuinfo").read_text().splitlines():
