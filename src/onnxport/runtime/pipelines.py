@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -190,7 +191,7 @@ class Embedder(Pipeline):
                 result[index] = outputs[name][row][arrays["attention_mask"][row].astype(bool)]
         return result
 
-    @property
+    @cached_property  # read on every server request; the artifact's outputs do not change
     def dimensions(self) -> int:
         """Length of one sentence vector."""
         name = "sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"

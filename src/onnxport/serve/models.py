@@ -68,7 +68,6 @@ class ServedModel:
     def __init__(self, name: str, pipeline: Pipeline, limits: Limits, metrics=None):
         self.name = name
         self.pipeline = pipeline
-        self.limits = limits
         self.metrics = metrics
         self.task = pipeline.artifact.task
         self.routes = ROUTES_BY_TASK[self.task]
