@@ -370,6 +370,17 @@ def pipeline_options(command):
         click.option("--providers", help="Comma-separated onnxruntime providers, e.g. cuda,cpu."),
         click.option("--threads", type=int, help="Intra-op threads [default: physical cores]."),
         click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True),
+        click.option("--truncate/--no-truncate", default=True, show_default=True,
+                     help="Cut texts longer than the model takes; --no-truncate: such a text is a bad row."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="ray: run on a Ray cluster (onnxport[ray]); INPUT is Parquet/JSONL files, dirs or globs, "
+                          "-o OUT.parquet|OUT.jsonl a directory of part files (docs/scale.md)."),
+        click.option("--address", help="With --engine ray: the cluster (auto, ray://HEAD:10001) "
+                                       "[default: a local Ray with this machine's CPUs]."),
+        click.option("--actors", type=click.IntRange(min=1),
+                     help="With --engine ray: actors, each loading the model once [default: the CPUs / --cpus-per-actor]."),
+        click.option("--cpus-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="With --engine ray: CPUs (and onnxruntime threads) per actor."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -377,14 +388,25 @@ def pipeline_options(command):
 
 
 def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind,
-                  providers, threads, backend, **method_options) -> None:
+                  providers, threads, backend, truncate, engine, address, actors, cpus_per_actor,
+                  **method_options) -> None:
     from .textio import check_output, read_rows, write_results
 
+    if engine == "ray":
+        return _run_on_ray(method, artifact, inputs, output, text_field=text_field, skip_bad=skip_bad,
+                           batch_size=batch_size, model=model_kind, providers=providers, threads=threads,
+                           backend=backend, truncate=truncate, address=address, actors=actors,
+                           cpus_per_actor=cpus_per_actor, **method_options)
+    ray_only = [flag for flag, value in (("--address", address), ("--actors", actors)) if value is not None]
+    if cpus_per_actor != 1:
+        ray_only.append("--cpus-per-actor")
+    if ray_only:
+        raise click.UsageError(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --engine ray")
     check_output(output)
     rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
-                    threads=threads, backend=backend)
+                             threads=threads, backend=backend, truncate=truncate)
     # load() names the onnx file it picked in its own notice; say the rest once.
     console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{len(rows)} text{'' if len(rows) == 1 else 's'}[/]")
     run = getattr(pipeline, method, None)
@@ -402,6 +424,35 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
             if progress:
                 progress.update(task, advance=len(part))
     write_results(rows, results, output)
+
+
+def _run_on_ray(method: str, artifact, inputs, output, *, text_field, skip_bad, batch_size, model, providers,
+                threads, backend, truncate, address, actors, cpus_per_actor, **method_options) -> None:
+    """`--engine ray`: the same verb over files on a Ray cluster (onnxport.scale.run). Bad rows
+    are kept, with an `error` value; they make the exit code 1 unless --skip-bad."""
+    command = _COMMANDS[method]
+    if backend != "onnx":
+        raise click.UsageError("--engine ray runs the ONNX artifact; drop --backend torch")
+    if threads is not None:
+        raise click.UsageError("with --engine ray, each actor runs --cpus-per-actor threads; drop --threads")
+    if not inputs or inputs == ("-",):
+        raise click.UsageError(f"--engine ray reads files: onnxport {command} ARTIFACT INPUT... -o OUTPUT, where "
+                               "INPUT is .parquet or .jsonl files, directories or globs")
+    if output is None:
+        raise click.UsageError("--engine ray writes files: give -o OUT.parquet or -o OUT.jsonl")
+    from .. import scale
+
+    summary = scale.run(list(inputs), output, artifact, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
+                        task_fn=command, text_column=text_field, model=model, batch_size=batch_size,
+                        truncate=truncate, providers=providers.split(",") if providers else None, **method_options)
+    console.print(f"[green]done[/]: {escape(summary.line())} ({summary.actors} actor"
+                  f"{'s' if summary.actors != 1 else ''} × {summary.cpus_per_actor} CPU)")
+    if summary.failed:
+        message = (f"{summary.failed} of {summary.rows} rows failed; each has its reason in the "
+                   f"'{scale.ERROR_COLUMN}' column and an empty result")
+        if not skip_bad:
+            _fail(f"{message}; fix them, or pass --skip-bad to accept a run with bad rows", 1)
+        console.print(f"[yellow]warning:[/] {escape(message)} (--skip-bad)")
 
 
 _COMMANDS = {"embed": "embed", "extract": "ner", "classify": "classify"}

@@ -1,0 +1,91 @@
+"""The Ray Data actor that runs an artifact: one per `cpus_per_actor` CPUs, each loading
+the pipeline once and then turning Ray batches (pyarrow Tables) into the same tables plus
+the result and error columns.
+
+Inside a batch, rows are checked one by one (a null, a non-string, or a text over the
+model's length with truncation off gets an `error` value and an empty result instead of
+failing the job), tokenized once, sorted by token count and run in model runs of
+`batch_size` rows, so each run is padded only to its own longest text: Ray Data hands
+rows in file order, not by length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..core.model_files import MODEL_CHOICES
+from ..runtime.pipelines import load
+from .columns import check_columns, embedding_column, error_column, records_column
+from .jsonl import PROBLEM_COLUMN
+from .shipping import open_shipped
+
+
+class ArtifactWorker:
+    """Callable class for `Dataset.map_batches` (batch_format="pyarrow"). Subclass it to add
+    per-batch work (metrics, fault drills) and pass the subclass as `worker=` to `map_dataset`."""
+
+    def __init__(self, *, shipment: list, path: str, model_file: str, verdict: str, task_fn: str,
+                 text_column: str, output_column: str, error_column: str, threads: int, batch_size: int,
+                 truncate: bool, providers: list[str] | None, options: dict[str, Any]) -> None:
+        # tokenizers sizes its thread pool from the host's cores on first use; an actor owns
+        # `threads` CPUs, so it must not start more (Ray sets OMP_NUM_THREADS the same way).
+        os.environ["RAYON_NUM_THREADS"] = str(threads)
+        # The driver already said which file runs; one line per actor would only repeat it.
+        logging.getLogger("onnxport").setLevel(logging.WARNING)
+        import ray
+
+        artifact = open_shipped(path, ray.get(shipment[0]), model_file, verdict)
+        kind = next(kind for kind, name in MODEL_CHOICES.items() if name == model_file)
+        self.pipeline = load(artifact, model=kind, threads=threads, providers=providers, truncate=True)
+        self.task_fn = task_fn
+        self.text_column = text_column
+        self.output_column = output_column
+        self.error_column = error_column
+        self.batch_size = batch_size
+        self.truncate = truncate
+        self.options = options
+
+    def __call__(self, table: Any) -> Any:
+        errors: list[str | None] = [None] * table.num_rows
+        if PROBLEM_COLUMN in table.column_names:  # JSON Lines: rows the reader found bad (see jsonl.py)
+            errors = table.column(PROBLEM_COLUMN).to_pylist()
+            table = table.remove_column(table.column_names.index(PROBLEM_COLUMN))
+        check_columns(table.column_names, self.text_column, self.output_column, self.error_column, "the dataset")
+        values = table.column(self.text_column).to_pylist()
+        results: list[Any] = [None] * len(values)
+        rows = [i for i, value in enumerate(values) if errors[i] is None and self._usable(value, i, errors)]
+        encodings = self.pipeline.tokenize([values[i] for i in rows], truncate=True)
+        max_length = self.pipeline.encoder.max_length
+        runnable = []
+        for row, encoding in zip(rows, encodings):
+            if encoding.overflowing and not self.truncate:
+                errors[row] = (f"longer than the model's {max_length} tokens; shorten it, or allow truncation "
+                               "(drop --no-truncate)")
+            else:
+                runnable.append((row, encoding))
+        runnable.sort(key=lambda item: len(item[1].ids))
+        step = self.pipeline.batch_rows or self.batch_size
+        for start in range(0, len(runnable), step):
+            chunk = runnable[start:start + step]
+            for (row, encoding), raw in zip(chunk, self.pipeline.infer([encoding for _, encoding in chunk])):
+                results[row] = self._finish(values[row], encoding, raw)
+        column = embedding_column(results) if self.task_fn == "embed" else records_column(self.task_fn, results)
+        return table.append_column(self.output_column, column).append_column(self.error_column,
+                                                                             error_column(errors))
+
+    def _usable(self, value: Any, row: int, errors: list[str | None]) -> bool:
+        if isinstance(value, str):
+            return True
+        kind = "null" if value is None else f"{type(value).__name__}, not a string"
+        errors[row] = f"{self.text_column!r} is {kind}"
+        return False
+
+    def _finish(self, text: str, encoding: Any, raw: Any) -> Any:
+        """The task's result for one row from its raw model output (see Pipeline.rows)."""
+        if self.task_fn == "embed":
+            return raw
+        if self.task_fn == "ner":
+            return self.pipeline.entities(text, encoding, raw, self.options.get("aggregation", "simple"))
+        return self.pipeline.ranked(self.pipeline.scores(raw), self.options.get("top_k", 1))
