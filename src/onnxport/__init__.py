@@ -9,6 +9,9 @@ The public surface is this module: six verbs and the types they take and return.
     optimize(artifact)            fused model.opt.onnx (or fp16), verified
     quantize(artifact)            accuracy-guarded model.int8.onnx, verified
 
+Beside the verbs, two subpackages run artifacts at scale: `onnxport.serve` (an HTTP server,
+onnxport[serve]) and `onnxport.scale` (Ray Data jobs, onnxport[ray]).
+
 Imports are lazy: `import onnxport` loads no torch, onnxruntime or numpy, so the runtime
 install (numpy, onnxruntime, tokenizers, onnx) serves artifacts on its own. The layers
 behind the verbs are described in docs/architecture.md.

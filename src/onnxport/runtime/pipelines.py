@@ -152,9 +152,13 @@ class Pipeline:
 
     def run_batches(self, texts: list[str], batch_size: int):
         """Yield (indices, encodings, arrays, outputs) per length-sorted batch."""
+        return self.run_encodings(self.tokenize(texts), batch_size)
+
+    def run_encodings(self, encodings: Sequence, batch_size: int):
+        """`run_batches` over texts tokenized already: sorted by token count, so each model run
+        is padded only to its own longest; indices point into `encodings`."""
         batch_size = positive_int(batch_size, "batch_size")
-        encodings = self.tokenize(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         step = self.batch_rows or batch_size
         for start in range(0, len(order), step):
             indices = order[start:start + step]

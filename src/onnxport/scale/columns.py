@@ -68,3 +68,10 @@ def check_columns(names: list[str], text_column: str, output_column: str, error_
         if name in names:
             raise InputError(f"{source} already has a {name!r} column; rename it, or choose another output column "
                              "(output_column= / error_column=)")
+
+
+def text_problem(value: Any, text_column: str) -> str | None:
+    """Why `value` cannot be a row's text (None when it is a string)."""
+    if isinstance(value, str):
+        return None
+    return f"{text_column!r} is {'null' if value is None else type(value).__name__ + ', not a string'}"

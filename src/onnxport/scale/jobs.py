@@ -25,7 +25,7 @@ from ..errors import InputError, OnnxportError
 from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, check_columns
 from .compat import import_ray
 from .jsonl import first_record_fields, read_jsonl
-from .mapping import check_task, map_dataset
+from .mapping import IO_CPUS, check_task, default_actors, map_dataset
 from .paths import Inputs, Output, resolve_inputs, resolve_output
 
 
@@ -53,6 +53,7 @@ class ScaleSummary:
 
 def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | Path | Artifact, *,
         address: str | None = None, actors: int | None = None, cpus_per_actor: int = 1,
+        task_fn: str = "embed", text_column: str = "text", output_column: str | None = None,
         error_column: str = ERROR_COLUMN, **options: Any) -> ScaleSummary:
     """Apply `artifact` to Parquet / JSON Lines files (paths, directories, globs or URIs) and
     write OUTPUT.parquet or OUTPUT.jsonl (a directory of part files). `address`: a Ray
@@ -62,17 +63,14 @@ def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | P
     target = resolve_output(output)
     # Everything that can be checked before Ray starts is checked here.
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
-    task_fn = options.get("task_fn", "embed")
     check_task(art, task_fn)
-    output_column = options.get("output_column") or DEFAULT_COLUMNS.get(task_fn)
+    output_column = output_column or DEFAULT_COLUMNS[task_fn]
     if inputs.format == "parquet":
-        check_columns(parquet_columns(inputs), options.get("text_column", "text"), output_column, error_column,
-                      inputs.paths[0])
+        check_columns(parquet_columns(inputs), text_column, output_column, error_column, inputs.paths[0])
     else:
         fields = first_record_fields(inputs.filesystem, inputs.paths[0])
         if fields is not None:  # (a first line that is no JSON object is that row's error)
-            check_columns(fields, options.get("text_column", "text"), output_column, error_column,
-                          f"the first record of {inputs.paths[0]}")
+            check_columns(fields, text_column, output_column, error_column, f"the first record of {inputs.paths[0]}")
     ray = import_ray()
     started_here = _connect(ray, address)
     try:
@@ -83,10 +81,11 @@ def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | P
             raise InputError(f"{actors or 1} actor{'s' if (actors or 1) != 1 else ''} × {cpus_per_actor} CPUs "
                              f"need {needed} CPUs, but this machine has {cpus:g}; ask for fewer, or join a cluster "
                              "(--address)")
-        actors = actors or max(1, int(cpus // cpus_per_actor))
+        actors = actors or default_actors(ray, cpus_per_actor)
         started = time.perf_counter()
-        dataset = map_dataset(_read(ray, inputs, options.get("text_column", "text")), art, actors=actors, cpus_per_actor=cpus_per_actor,
-                              error_column=error_column, **options)
+        dataset = map_dataset(_read(ray, inputs, text_column), art, task_fn=task_fn, text_column=text_column,
+                              output_column=output_column, error_column=error_column, actors=actors,
+                              cpus_per_actor=cpus_per_actor, **options)
         _write(dataset, target)
         seconds = time.perf_counter() - started
     except Exception as error:
@@ -101,10 +100,6 @@ def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | P
                             "duplicated. Please report this with the Ray version and the command")
     return ScaleSummary(rows=rows, failed=failed, seconds=seconds, output=target.path, files=files, actors=actors,
                         cpus_per_actor=cpus_per_actor)
-
-
-# Logical CPUs left for Ray Data's own read and write tasks (see _connect).
-IO_CPUS = 1
 
 
 def local_cpus() -> int:

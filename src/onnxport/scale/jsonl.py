@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..core.arrow_values import arrow_column, is_mixed_id
+from .columns import text_problem
+
 # Set by the reader, read and dropped by the worker (never written).
 PROBLEM_COLUMN = "__onnxport_row_problem"
 
@@ -55,24 +58,16 @@ def _parse(line: str, text_column: str) -> tuple[dict, str | None]:
         return {}, f"not a JSON object but {type(record).__name__}"
     if text_column not in record:
         return record, f"no {text_column!r} field"
-    value = record[text_column]
-    if isinstance(value, str):
-        return record, None
-    record = {**record, text_column: None}
-    return record, f"{text_column!r} is {'null' if value is None else type(value).__name__ + ', not a string'}"
+    problem = text_problem(record[text_column], text_column)
+    return (record, None) if problem is None else ({**record, text_column: None}, problem)
 
 
 def _column(pa: Any, values: list) -> Any:
-    """Scalars as a native column; ids that mix strings and integers as strings (as the local
-    engine writes them); nested values, or other types that do not mix, as JSON strings."""
-    if not any(isinstance(v, (dict, list)) for v in values):
-        try:
-            return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-    if all(v is None or (isinstance(v, (str, int)) and not isinstance(v, bool)) for v in values):
+    """As the local engine writes fields: ids mixing strings and integers as strings, else
+    `arrow_column` (native scalars; nested or clashing values as JSON text)."""
+    if is_mixed_id(values):
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
-    return pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values], type=pa.string())
+    return arrow_column(pa, values)
 
 
 def first_record_fields(filesystem: Any, path: str) -> list[str] | None:

@@ -27,6 +27,9 @@ TASK_FNS = tuple(TASK_METHODS)
 # Rows handed to an actor at a time: enough to sort into well-filled model runs, small
 # enough that several actors share a file of a few thousand rows.
 ROWS_PER_BATCH = 1024
+# CPUs a job leaves to Ray Data's list, read, split and write tasks: they each ask for one,
+# and with every CPU held by an actor they never start (the job hangs; Ray 2.60).
+IO_CPUS = 1
 
 
 def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str = "embed", text_column: str = "text",
@@ -45,6 +48,8 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     aggregation (ner), top_k (classify): as in the pipelines.
     """
     ray = import_ray()
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data itself does on first use: join RAY_ADDRESS's cluster, else start one
     task_fn = choice(task_fn, "task_fn", TASK_FNS)
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     check_task(art, task_fn)
@@ -58,9 +63,10 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     if output_column == error_column:
         raise InputError(f"the output and error columns are both named {output_column!r}; give them different names")
     actors = positive_int(actors, "actors") if actors is not None else default_actors(ray, cpus_per_actor)
-    free = ray.cluster_resources().get("CPU", 0) - 1
+    free = ray.cluster_resources().get("CPU", 0) - IO_CPUS
     if actors * cpus_per_actor > free:
-        warnings.warn(f"{actors} actor{'s' if actors != 1 else ''} × {cpus_per_actor} CPUs need {actors * cpus_per_actor} "
+        warnings.warn(f"{actors} actor{'s' if actors != 1 else ''} × {cpus_per_actor} CPUs need "
+                      f"{actors * cpus_per_actor} "
                       f"CPUs, but the cluster has {free:g} to spare now (Ray Data's read and write tasks need one "
                       "more); the job stalls until the autoscaler adds nodes. Ask for fewer actors", stacklevel=2)
 
@@ -90,7 +96,7 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
 def default_actors(ray: Any, cpus_per_actor: int) -> int:
     """As many actors as the cluster's CPUs hold with one CPU left free, at least one: Ray
     Data's read and write tasks need a CPU, and a pool that takes them all stalls the job."""
-    return max(1, math.floor((ray.cluster_resources().get("CPU", 1) - 1) / cpus_per_actor))
+    return max(1, math.floor((ray.cluster_resources().get("CPU", 1) - IO_CPUS) / cpus_per_actor))
 
 
 def check_task(artifact: Artifact, task_fn: str) -> None:

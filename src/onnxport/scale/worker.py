@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.model_files import MODEL_CHOICES
 from ..runtime.pipelines import load
-from .columns import check_columns, embedding_column, error_column, records_column
+from .columns import check_columns, embedding_column, error_column, records_column, text_problem
 from .jsonl import PROBLEM_COLUMN
 from .shipping import open_shipped
 
@@ -55,32 +55,27 @@ class ArtifactWorker:
         check_columns(table.column_names, self.text_column, self.output_column, self.error_column, "the dataset")
         values = table.column(self.text_column).to_pylist()
         results: list[Any] = [None] * len(values)
-        rows = [i for i, value in enumerate(values) if errors[i] is None and self._usable(value, i, errors)]
+        rows = []
+        for i, value in enumerate(values):
+            errors[i] = errors[i] or text_problem(value, self.text_column)
+            if errors[i] is None:
+                rows.append(i)
         encodings = self.pipeline.tokenize([values[i] for i in rows], truncate=True)
         max_length = self.pipeline.encoder.max_length
-        runnable = []
-        for row, encoding in zip(rows, encodings):
-            if encoding.overflowing and not self.truncate:
-                errors[row] = (f"longer than the model's {max_length} tokens; shorten it, or allow truncation "
-                               "(drop --no-truncate)")
-            else:
-                runnable.append((row, encoding))
-        runnable.sort(key=lambda item: len(item[1].ids))
-        step = self.pipeline.batch_rows or self.batch_size
-        for start in range(0, len(runnable), step):
-            chunk = runnable[start:start + step]
-            for (row, encoding), raw in zip(chunk, self.pipeline.infer([encoding for _, encoding in chunk])):
+        if not self.truncate:
+            for row, encoding in zip(rows, encodings):
+                if encoding.overflowing:
+                    errors[row] = (f"longer than the model's {max_length} tokens; shorten it, or allow "
+                                   "truncation (drop --no-truncate)")
+        runnable = [(row, encoding) for row, encoding in zip(rows, encodings) if errors[row] is None]
+        batches = self.pipeline.run_encodings([encoding for _, encoding in runnable], self.batch_size)
+        for indices, batch, arrays, outputs in batches:
+            for index, encoding, raw in zip(indices, batch, self.pipeline.rows(batch, arrays, outputs)):
+                row = runnable[index][0]
                 results[row] = self._finish(values[row], encoding, raw)
         column = embedding_column(results) if self.task_fn == "embed" else records_column(self.task_fn, results)
         return table.append_column(self.output_column, column).append_column(self.error_column,
                                                                              error_column(errors))
-
-    def _usable(self, value: Any, row: int, errors: list[str | None]) -> bool:
-        if isinstance(value, str):
-            return True
-        kind = "null" if value is None else f"{type(value).__name__}, not a string"
-        errors[row] = f"{self.text_column!r} is {kind}"
-        return False
 
     def _finish(self, text: str, encoding: Any, raw: Any) -> Any:
         """The task's result for one row from its raw model output (see Pipeline.rows)."""

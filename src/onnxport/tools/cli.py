@@ -378,7 +378,8 @@ def pipeline_options(command):
         click.option("--address", help="With --engine ray: the cluster (auto, ray://HEAD:10001) "
                                        "[default: a local Ray with this machine's CPUs]."),
         click.option("--actors", type=click.IntRange(min=1),
-                     help="With --engine ray: actors, each loading the model once [default: the CPUs / --cpus-per-actor]."),
+                     help="With --engine ray: actors, each loading the model once "
+                          "[default: the CPUs / --cpus-per-actor]."),
         click.option("--cpus-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
                      help="With --engine ray: CPUs (and onnxruntime threads) per actor."),
     ]

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..core.arrow_values import arrow_column, is_mixed_id
 from ..core.files import atomic_path
 from ..errors import InputError
 
@@ -622,7 +623,7 @@ def _arrow_table(rows: Sequence[Row], results: Sequence[Any], kinds: list[str]) 
     if len(set(kinds)) > 1:
         raise ValueError(f"results mix {sorted(set(kinds))}; a parquet file needs one kind")
     ids = [row.id for row in rows]
-    if any(isinstance(i, str) for i in ids) and any(isinstance(i, int) for i in ids):
+    if is_mixed_id(ids):
         ids = [str(i) for i in ids]  # a column has one type: mixed ids become strings
     columns: dict[str, Any] = {
         "id": pa.array(ids, type=pa.string() if ids and isinstance(ids[0], str) else pa.int64()),
@@ -643,18 +644,5 @@ def _arrow_table(rows: Sequence[Row], results: Sequence[Any], kinds: list[str]) 
         for record in plain:
             names.update(dict.fromkeys(record))
         for name in names:
-            columns[name] = _arrow_column(pa, [record.get(name) for record in plain])
+            columns[name] = arrow_column(pa, [record.get(name) for record in plain])
     return pa.table(columns)
-
-
-def _arrow_column(pa: Any, values: list[Any]) -> Any:
-    """Scalars as a native column; nested values (or types that do not mix) as JSON strings."""
-    if not any(isinstance(v, (dict, list)) for v in values):
-        try:
-            return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-    return pa.array(
-        [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
-        type=pa.string(),
-    )
