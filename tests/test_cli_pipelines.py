@@ -119,6 +119,18 @@ def test_unknown_output_suffix_fails_before_running(tmp_path, minilm_artifact):
     assert result.exit_code == 2 and ".jsonl" in result.output
 
 
+def test_no_truncate_refuses_a_text_over_the_models_length(tmp_path, minilm_artifact):
+    long_text = " ".join(["word"] * 400)  # 402 tokens; all-MiniLM-L6-v2 takes 256
+    refused = invoke("embed", minilm_artifact, "short", long_text, "--no-truncate", "-o", tmp_path / "a.jsonl")
+    cut = invoke("embed", minilm_artifact, "short", long_text, "-o", tmp_path / "b.jsonl")
+
+    assert refused.exit_code == 2 and "longer than the model's 256 tokens" in refused.output
+    assert not (tmp_path / "a.jsonl").exists()
+    assert cut.exit_code == 0, cut.output
+    vectors = [json.loads(line)["embedding"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert np.allclose(vectors, onnxport.load(minilm_artifact).embed(["short", long_text]), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def ner_artifact_random(tmp_path_factory, tiny_token_classifier_folder):
     out = tmp_path_factory.mktemp("ner-cli") / "artifact"

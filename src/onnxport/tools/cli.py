@@ -371,7 +371,8 @@ def pipeline_options(command):
         click.option("--threads", type=int, help="Intra-op threads [default: physical cores]."),
         click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True),
         click.option("--truncate/--no-truncate", default=True, show_default=True,
-                     help="Cut texts longer than the model takes; --no-truncate: such a text is a bad row."),
+                     help="Cut texts longer than the model takes; --no-truncate: such a text is an error "
+                          "(exit 2; with --engine ray a failed row)."),
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="ray: run on a Ray cluster (onnxport[ray]); INPUT is Parquet/JSONL files, dirs or globs, "
                           "-o OUT.parquet|OUT.jsonl a directory of part files (docs/scale.md)."),
