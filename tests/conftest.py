@@ -85,6 +85,26 @@ def tiny_sequence_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Pa
 
 
 @pytest.fixture(scope="session")
+def tiny_ner_artifact(tmp_path_factory, tiny_token_classifier_folder) -> Path:
+    """The tiny random token classifier exported once per session (read it, do not change it)."""
+    import onnxport
+
+    out = tmp_path_factory.mktemp("tiny-ner-artifact") / "artifact"
+    onnxport.export(tiny_token_classifier_folder, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cls_artifact(tmp_path_factory, tiny_sequence_classifier_folder) -> Path:
+    """The tiny random 3-label classifier exported once per session (read it, do not change it)."""
+    import onnxport
+
+    out = tmp_path_factory.mktemp("tiny-cls-artifact") / "artifact"
+    onnxport.export(tiny_sequence_classifier_folder, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def minilm_cli_export(tmp_path_factory) -> tuple[Path, str]:
     """all-MiniLM-L6-v2 exported once per session, the way the README does it (`onnxport
     export -o OUT`, the built-in default model): (OUT, the command's output)."""

@@ -131,23 +131,16 @@ def test_no_truncate_refuses_a_text_over_the_models_length(tmp_path, minilm_arti
     assert np.allclose(vectors, onnxport.load(minilm_artifact).embed(["short", long_text]), atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def ner_artifact_random(tmp_path_factory, tiny_token_classifier_folder):
-    out = tmp_path_factory.mktemp("ner-cli") / "artifact"
-    onnxport.export(tiny_token_classifier_folder, out=out)
-    return out
-
-
-def test_ner_and_classify_round_trip(tmp_path, ner_artifact_random):
+def test_ner_and_classify_round_trip(tmp_path, tiny_ner_artifact):
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS[:3]) + "\n", encoding="utf-8")
     out = tmp_path / "ner.jsonl"
-    result = invoke("ner", ner_artifact_random, source, "-o", out, "--aggregation", "first")
+    result = invoke("ner", tiny_ner_artifact, source, "-o", out, "--aggregation", "first")
     assert result.exit_code == 0, result.output
-    expected = onnxport.load(ner_artifact_random).extract(TEXTS[:3], aggregation="first")
+    expected = onnxport.load(tiny_ner_artifact).extract(TEXTS[:3], aggregation="first")
     records = jsonl(out.read_text(encoding="utf-8"))
     assert [r["entities"] for r in records] == json.loads(json.dumps(expected))
-    wrong = invoke("classify", ner_artifact_random, "x")
+    wrong = invoke("classify", tiny_ner_artifact, "x")
     assert wrong.exit_code == 2 and "classify" in wrong.output
 
 

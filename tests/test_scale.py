@@ -36,20 +36,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def ner_artifact(tmp_path_factory, tiny_token_classifier_folder) -> Path:
-    out = tmp_path_factory.mktemp("scale-ner") / "artifact"
-    onnxport.export(tiny_token_classifier_folder, out=out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def cls_artifact(tmp_path_factory, tiny_sequence_classifier_folder) -> Path:
-    out = tmp_path_factory.mktemp("scale-cls") / "artifact"
-    onnxport.export(tiny_sequence_classifier_folder, out=out)
-    return out
-
-
 def corpus(count: int) -> list[str]:
     """`count` texts of mixed length: most cut to 40 words (so the test stays quick), plus
     the built-in ones past 512 tokens, which both sides must truncate alike."""
@@ -95,13 +81,13 @@ def test_2000_texts_from_parquet_every_id_once_vectors_equal_load(tmp_path, mini
     assert cosines(vectors, expected).min() >= 0.99999
 
 
-def test_map_dataset_ner_equals_extract(ner_artifact):
+def test_map_dataset_ner_equals_extract(tiny_ner_artifact):
     texts = corpus(300)
     dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "body": texts}))
-    result = scale.map_dataset(dataset, ner_artifact, task_fn="ner", text_column="body", aggregation="first",
+    result = scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", text_column="body", aggregation="first",
                                rows_per_batch=64, actors=1).take_all()
 
-    expected = onnxport.load(ner_artifact).extract(texts, aggregation="first")
+    expected = onnxport.load(tiny_ner_artifact).extract(texts, aggregation="first")
     assert sorted(row["key"] for row in result) == list(range(len(texts)))
     assert sum(len(entities) for entities in expected) > 50  # the random model does find entities
     for row in result:
@@ -112,18 +98,18 @@ def test_map_dataset_ner_equals_extract(ner_artifact):
         assert np.allclose([e["score"] for e in row["entities"]], [e["score"] for e in want], atol=1e-5)
 
 
-def test_cli_classify_jsonl_on_ray_equals_classify(tmp_path, cls_artifact):
+def test_cli_classify_jsonl_on_ray_equals_classify(tmp_path, tiny_cls_artifact):
     texts = corpus(200)
     records = [{"id": 1000 + i, "text": text, "lang": "en"} for i, text in enumerate(texts)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    result = invoke("classify", cls_artifact, tmp_path / "in.jsonl", "-o", tmp_path / "out.parquet",
+    result = invoke("classify", tiny_cls_artifact, tmp_path / "in.jsonl", "-o", tmp_path / "out.parquet",
                     "--engine", "ray", "--top-k", "2", "--actors", "1")
 
     assert result.exit_code == 0, result.output
     assert "200 rows" in result.output and "0 failed" in result.output
     out = pq.read_table(tmp_path / "out.parquet").to_pylist()
-    expected = onnxport.load(cls_artifact).classify(texts, top_k=2)
+    expected = onnxport.load(tiny_cls_artifact).classify(texts, top_k=2)
     assert sorted(row["id"] for row in out) == [r["id"] for r in records]
     for row in out:
         want = expected[row["id"] - 1000]
@@ -136,13 +122,13 @@ def test_cli_classify_jsonl_on_ray_equals_classify(tmp_path, cls_artifact):
 # ------------------------------------------------------------------ bad rows, dead actors
 
 
-def test_bad_rows_are_kept_counted_and_set_the_exit_code(tmp_path, cls_artifact):
+def test_bad_rows_are_kept_counted_and_set_the_exit_code(tmp_path, tiny_cls_artifact):
     long_text = " ".join(["tokens"] * 200)  # the tiny model takes 64 tokens
     records = [{"id": 0, "text": "a fine sentence"}, {"id": 1, "text": None}, {"id": 2, "text": 42},
                {"id": 3, "text": long_text}, {"id": 4, "text": ""}, {"id": 5, "text": "another fine one"}]
     lines = [json.dumps(r) for r in records] + ["", "   ", "{not json", "[1, 2]"]  # blank lines are no rows
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    args = ["classify", cls_artifact, tmp_path / "in.jsonl", "--engine", "ray", "--no-truncate", "--actors", "1"]
+    args = ["classify", tiny_cls_artifact, tmp_path / "in.jsonl", "--engine", "ray", "--no-truncate", "--actors", "1"]
 
     failed = invoke(*args, "-o", tmp_path / "out.parquet")
     skipped = invoke(*args, "-o", tmp_path / "skip.parquet", "--skip-bad")
@@ -162,7 +148,7 @@ def test_bad_rows_are_kept_counted_and_set_the_exit_code(tmp_path, cls_artifact)
         assert errors[1] == "'text' is null" and errors[2] == "'text' is int, not a string"
         assert "longer than the model's 64 tokens" in errors[3]
         assert all(row["labels"] == [] for row in table if row["error"] is not None)
-        expected = onnxport.load(cls_artifact).classify(["a fine sentence", "", "another fine one"])
+        expected = onnxport.load(tiny_cls_artifact).classify(["a fine sentence", "", "another fine one"])
         for i, want in zip((0, 4, 5), expected):
             assert rows[i]["labels"][0]["label"] == want[0]["label"]
             assert rows[i]["labels"][0]["score"] == pytest.approx(want[0]["score"], abs=1e-6)
@@ -212,22 +198,22 @@ def test_a_worker_refusing_the_artifact_fails_the_job_with_its_message(tmp_path,
 # ------------------------------------------------------------------ mistakes, clear errors
 
 
-def test_user_mistakes_exit_2_and_write_nothing(tmp_path, cls_artifact, minilm_artifact):
+def test_user_mistakes_exit_2_and_write_nothing(tmp_path, tiny_cls_artifact, minilm_artifact):
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "in.parquet")
     (tmp_path / "taken.parquet").mkdir()
     cases = {
-        "no text column": (["classify", cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "a.parquet",
+        "no text column": (["classify", tiny_cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "a.parquet",
                             "--engine", "ray"], "no 'text' column"),
-        "output exists": (["classify", cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "taken.parquet",
+        "output exists": (["classify", tiny_cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "taken.parquet",
                            "--engine", "ray", "--text-field", "body"], "already exists"),
-        "no match": (["classify", cls_artifact, str(tmp_path / "none-*.parquet"), "-o", tmp_path / "b.parquet",
+        "no match": (["classify", tiny_cls_artifact, str(tmp_path / "none-*.parquet"), "-o", tmp_path / "b.parquet",
                       "--engine", "ray"], "no file matches"),
         "wrong task": (["ner", minilm_artifact, tmp_path / "in.parquet", "-o", tmp_path / "c.parquet",
                         "--engine", "ray", "--text-field", "body"], "token-classification"),
-        "no output": (["classify", cls_artifact, tmp_path / "in.parquet", "--engine", "ray"], "-o OUT.parquet"),
-        "bad suffix": (["classify", cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "d.csv",
+        "no output": (["classify", tiny_cls_artifact, tmp_path / "in.parquet", "--engine", "ray"], "-o OUT.parquet"),
+        "bad suffix": (["classify", tiny_cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "d.csv",
                         "--engine", "ray"], "OUT.parquet or OUT.jsonl"),
-        "ray flag alone": (["classify", cls_artifact, "a text", "--actors", "2"], "--engine ray"),
+        "ray flag alone": (["classify", tiny_cls_artifact, "a text", "--actors", "2"], "--engine ray"),
     }
     for name, (args, message) in cases.items():
         result = invoke(*args)
@@ -238,14 +224,15 @@ def test_user_mistakes_exit_2_and_write_nothing(tmp_path, cls_artifact, minilm_a
     assert list((tmp_path / "taken.parquet").iterdir()) == []
 
 
-def test_missing_ray_says_how_to_install(monkeypatch, tmp_path, cls_artifact):
+def test_missing_ray_says_how_to_install(monkeypatch, tmp_path, tiny_cls_artifact):
     for module in [name for name in sys.modules if name == "ray" or name.startswith("ray.")]:
         monkeypatch.delitem(sys.modules, module)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as without the extra
     with pytest.raises(MissingDependency, match=r'pip install "onnxport\[ray\]"'):
         scale.import_ray()
     pq.write_table(pa.table({"text": ["x"]}), tmp_path / "in.parquet")
-    result = invoke("classify", cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "o.parquet", "--engine", "ray")
+    result = invoke("classify", tiny_cls_artifact, tmp_path / "in.parquet", "-o", tmp_path / "o.parquet",
+                    "--engine", "ray")
     assert result.exit_code == 2 and 'pip install "onnxport[ray]"' in result.output
 
 

@@ -188,20 +188,6 @@ def varied_texts(rng: random.Random, count: int, tag: str) -> list[str]:
 # ---------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def ner_artifact(tmp_path_factory, tiny_token_classifier_folder) -> Path:
-    out = tmp_path_factory.mktemp("serve-ner") / "artifact"
-    onnxport.export(tiny_token_classifier_folder, out=out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def cls_artifact(tmp_path_factory, tiny_sequence_classifier_folder) -> Path:
-    out = tmp_path_factory.mktemp("serve-cls") / "artifact"
-    onnxport.export(tiny_sequence_classifier_folder, out=out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def minilm_name(minilm_artifact) -> str:
     """Served under its folder's name (no NAME= given)."""
     return Path(minilm_artifact).resolve().name
@@ -213,23 +199,23 @@ def minilm(minilm_artifact):
 
 
 @pytest.fixture(scope="module")
-def ner(ner_artifact):
-    return onnxport.load(ner_artifact, threads=1)
+def ner(tiny_ner_artifact):
+    return onnxport.load(tiny_ner_artifact, threads=1)
 
 
 @pytest.fixture(scope="module")
-def cls(cls_artifact):
-    return onnxport.load(cls_artifact, threads=1)
+def cls(tiny_cls_artifact):
+    return onnxport.load(tiny_cls_artifact, threads=1)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, minilm_artifact, ner_artifact, cls_artifact):
+def server(tmp_path_factory, minilm_artifact, tiny_ner_artifact, tiny_cls_artifact):
     """minilm (first: the default), ner=, cls=; an API key and the LIMITS."""
     log = tmp_path_factory.mktemp("serve-main") / "server.log"
     flags = ["--api-key", KEY, "--threads", "1", "--payload-limit", "64KB"]
     for name in ("max_batch_tokens", "max_batch_requests", "max_client_batch_size", "max_queue"):
         flags += [f"--{name.replace('_', '-')}", str(LIMITS[name])]
-    running = start_server([str(minilm_artifact), f"ner={ner_artifact}", f"cls={cls_artifact}"], log, *flags)
+    running = start_server([str(minilm_artifact), f"ner={tiny_ner_artifact}", f"cls={tiny_cls_artifact}"], log, *flags)
     yield running
     running.stop()
 
@@ -393,10 +379,10 @@ def test_ner_route(http, ner, aggregation):
 
 
 @pytest.mark.parametrize("model", [None, "cls"])
-def test_tokenize_route(http, minilm_artifact, cls_artifact, model):
+def test_tokenize_route(http, minilm_artifact, tiny_cls_artifact, model):
     from tokenizers import Tokenizer
 
-    artifact = minilm_artifact if model is None else cls_artifact
+    artifact = minilm_artifact if model is None else tiny_cls_artifact
     tokenizer = Tokenizer.from_file(str(Path(artifact) / "tokenizer.json"))
     texts = ["Hello world", "naïve café, 東京!", "email me at someone@example.com"]
     for add_special_tokens in (True, False):
