@@ -65,7 +65,7 @@ NER_TEXTS = [
     "Angela Merkel met Emmanuel Macron in Berlin.",
     "naïve café in Zürich, Straße 12",
     "nothing here",
-    "The quick brown fox jumps over the lazy dog. " * 8,  # past 64 tokens: truncated
+    "The quick brown fox jumps over the lazy dog. " * 8,  # past 64 tokens: run in windows
 ]
 _WORDS = ("model export graph tensor batch token sequence runtime latency throughput accuracy bus ticket "
           "city river mountain music history science market weather travel quantum protein language vector "
@@ -378,6 +378,24 @@ def test_ner_route(http, ner, aggregation):
         == [(e["label"], e["start"], e["end"]) for e in ner.extract(NER_TEXTS[1], aggregation=aggregation)]
 
 
+def test_ner_labels_a_long_text_in_windows_whatever_truncate_says(http, ner):
+    text = " ".join(random.Random(3).choice(_WORDS) for _ in range(300))
+    windows = ner.windows([text])[0]
+    assert len(windows) >= 3, "the text must span several of the model's 64-token windows"
+    first_window_end = max(end for (_, end), special in zip(windows[0].offsets, windows[0].special_tokens_mask)
+                           if not special)
+    expected = ner.extract([text, "ok"], aggregation="first")
+    assert max(e["start"] for e in expected[0]) > first_window_end  # labelled past the first window
+    for truncate in (True, False):
+        response = http.post("/ner", json={"model": "ner", "inputs": [text, "ok"], "aggregation": "first",
+                                           "truncate": truncate})
+        assert response.status_code == 200, response.text
+        for entities, reference in zip(response.json(), expected):
+            assert [(e["label"], e["text"], e["start"], e["end"]) for e in entities] \
+                == [(e["label"], e["text"], e["start"], e["end"]) for e in reference]
+            np.testing.assert_allclose([e["score"] for e in entities], [e["score"] for e in reference], atol=1e-6)
+
+
 @pytest.mark.parametrize("model", [None, "cls"])
 def test_tokenize_route(http, minilm_artifact, tiny_cls_artifact, model):
     from tokenizers import Tokenizer
@@ -430,7 +448,6 @@ BAD_REQUESTS = [
     ("/embed", {"inputs": ["short", LONG_TEXT], "truncate": False}, 422, None, ["inputs[1]", "256"]),
     ("/classify", {"model": "cls", "inputs": ["short", "x", LONG_TEXT], "truncate": False}, 422, None,
      ["inputs[2]", "64"]),
-    ("/ner", {"model": "ner", "inputs": [LONG_TEXT], "truncate": False}, 422, None, ["inputs[0]", "64"]),
     ("/embed", {"inputs": ["a", 2]}, 422, None, ["inputs"]),
     ("/embed", {"inputs": [["a"]]}, 422, None, ["inputs"]),
     ("/embed", {"inputs": {"a": 1}}, 422, None, ["inputs"]),

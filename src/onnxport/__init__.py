@@ -5,7 +5,7 @@ The public surface is this module: six verbs and the types they take and return.
     export(model, out=...)        source model -> verified artifact directory   (needs onnxport[export])
     verify(artifact)              ParityReport against PyTorch, else the verified model.onnx
     inspect(path)                 what is inside a .onnx file or an artifact, without running it
-    load(artifact)                Embedder / TokenClassifier / SequenceClassifier
+    load(artifact)                Embedder / TokenClassifier / SequenceClassifier / Reranker
     optimize(artifact)            fused model.opt.onnx (or fp16), verified
     quantize(artifact)            accuracy-guarded model.int8.onnx, verified
 
@@ -29,13 +29,14 @@ from .core.version import __version__  # noqa: F401 - onnxport.__version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checks.report import ParityReport
-    from .runtime.pipelines import Embedder, Pipeline, SequenceClassifier, TokenClassifier
+    from .runtime.pipelines import Embedder, Pipeline, Reranker, SequenceClassifier, TokenClassifier
 
 __all__ = [
     "Artifact",
     "Embedder",
     "ParityReport",
     "Pooling",
+    "Reranker",
     "SequenceClassifier",
     "Task",
     "TokenClassifier",
@@ -54,6 +55,7 @@ _LAZY_CLASSES = {
     "Embedder": "onnxport.runtime.pipelines",
     "TokenClassifier": "onnxport.runtime.pipelines",
     "SequenceClassifier": "onnxport.runtime.pipelines",
+    "Reranker": "onnxport.runtime.pipelines",
 }
 
 
@@ -165,7 +167,8 @@ def load(
     truncate: bool = True,
     allow_pickle: bool = False,
 ) -> Pipeline:
-    """Open an artifact as its task's pipeline: Embedder, TokenClassifier or SequenceClassifier.
+    """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier or
+    Reranker.
 
     `model`: "auto" (verified int8, else verified opt, else model.onnx), "fp32", "opt",
     "int8" or "fp16". `backend="torch"` runs the PyTorch source through the same pipeline
@@ -219,7 +222,8 @@ def quantize(
 
     `mode`: "dynamic" or "static" (calibrated on `texts`); `isa`: detected when None. The
     guard keeps the most sensitive layers in float until `targets` (mean_cosine,
-    min_cosine, top10_overlap, label_agreement, entity_f1) hold against model.onnx.
+    min_cosine, top10_overlap, label_agreement, entity_f1, rank_agreement,
+    top1_agreement) hold against model.onnx.
     """
     _check_path(artifact, "quantize")
     from .graph.quantizer import quantize as run

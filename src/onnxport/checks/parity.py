@@ -5,7 +5,9 @@ against the reference the caller passes (convert passes PyTorch) or, without one
 artifact's fp32 model.onnx when PyTorch verified that; quantized, fp16 and approximate
 files by quality against model.onnx (see `quality`). Padding invariance and running at
 each shape are checked too. No reference, or an unverified one, gives "not verified",
-never a pass. This module never imports torch: references come in as arguments.
+never a pass. Sequence classifiers whose tokenizer joins two texts are also run on sentence
+pairs, some cut longest_first, so the pair template and its truncation are compared too.
+This module never imports torch: references come in as arguments.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from ..core.artifact import FAILED, PASSED, Artifact
 from ..core.messages import first_line, short
 from ..core.model_files import MODEL_FILE, QUALITY_KINDS
 from ..core.sample_texts import builtin_texts
-from ..core.spec import SEQUENCE_AXIS
+from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import QUALITY_DEFAULTS, finite_rows, quality_checks, row_cosines
+from .quality import QUALITY_DEFAULTS, encode_inputs, finite_rows, quality_checks, quality_inputs, row_cosines
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
@@ -166,6 +168,43 @@ def shape_matrix(texts: list[str], encoder: TextEncoder, static_shape: tuple[int
     ]
 
 
+def pair_matrix(texts: list[str], encoder: TextEncoder,
+                static_shape: tuple[int, int] | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(kind, batch of pairs): short pairs, a mixed batch with heavy padding, and pairs longer
+    than the model takes together (the first, the second, or both texts long), which the
+    tokenizer cuts longest_first."""
+    usable = [text for text in texts if text.strip()]  # a pair with a blank half is refused
+    if not usable:
+        return []
+    lengths = [len(e.ids) for e in encoder.tokenize(usable, add_special_tokens=False)]
+    order = sorted(range(len(usable)), key=lambda i: lengths[i])
+    mixed = [usable[order[i]] for i in _interleave(len(order))]
+    # short with short, long with long, alternating: a batch of them is heavily padded
+    pairs = [(mixed[i], mixed[(i + 2) % len(mixed)]) for i in range(len(mixed))]
+    shortest = usable[order[0]]
+    long_first, long_second = _long_text(usable, lengths, encoder.max_length), _long_text(
+        usable[::-1], lengths[::-1], encoder.max_length // 2 + 1)
+    truncated = [(long_first, shortest), (shortest, long_first), (long_first, long_second)] if long_first else []
+    if static_shape:
+        size = static_shape[0]
+        batches = [("pairs", _take(pairs, 0, size))]
+        return batches + ([("truncated pairs", _take(truncated, 0, size))] if truncated else [])
+    batches = [("pairs", [(shortest, shortest)]), ("pairs", _take(pairs, 0, 7))]
+    return batches + ([("truncated pairs", truncated)] if truncated else [])
+
+
+def _long_text(texts: list[str], lengths: list[int], over: int) -> str | None:
+    """`texts` joined until they hold more than `over` tokens; None if they never do."""
+    if not any(lengths):
+        return None
+    parts, count, index = [], 0, 0
+    while count <= over:
+        parts.append(texts[index % len(texts)])
+        count += lengths[index % len(texts)]
+        index += 1
+    return " ".join(parts)
+
+
 def _interleave(n: int) -> list[int]:
     """0, n-1, 1, n-2, ...: short and long texts side by side."""
     out, low, high = [], 0, n - 1
@@ -177,7 +216,7 @@ def _interleave(n: int) -> list[int]:
     return out
 
 
-def _take(items: list[str], start: int, count: int) -> list[str]:
+def _take(items: list, start: int, count: int) -> list:
     return [items[(start + i) % len(items)] for i in range(count)]
 
 
@@ -188,28 +227,31 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
                    embedding_reference: EmbeddingReference | None, progress=None) -> ParityReport:
     say = progress or (lambda message: None)
     static = art.spec.static_shape
-    batches = shape_matrix(texts, encoder, static)
+    batches: list[tuple[str, list]] = [("", batch) for batch in shape_matrix(texts, encoder, static)]
+    if art.task in (Task.SEQUENCE_CLASSIFICATION, Task.TEXT_RANKING) and encoder.takes_pairs:
+        batches += pair_matrix(texts, encoder, static)
     outputs = {o.name: o for o in art.outputs}
     checks: list[CheckResult] = []
     shapes = []
     onnx_results = []
-    for number, batch in enumerate(batches, 1):
-        arrays = encoder.encode(batch)
+    for number, (kind, batch) in enumerate(batches, 1):
+        arrays = _encode(encoder, batch)
         shapes.append(list(arrays["input_ids"].shape))
-        say(f"verifying {model_file}: batch {number}/{len(batches)} (b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
+        say(f"verifying {model_file}: batch {number}/{len(batches)} (b{shapes[-1][0]} x {shapes[-1][1]} tokens"
+            f"{', ' + kind if kind else ''})")
         try:
             got = model.run(arrays)
         except Exception as error:  # e.g. a graph whose batch or sequence axis was fixed at export
             checks.append(CheckResult(f"runs at shape {'x'.join(map(str, shapes[-1]))}", "*", False,
-                                      {"max_abs_diff": float("inf")}, {"max_abs_diff": atol}, short(batch[0]),
+                                      {"max_abs_diff": float("inf")}, {"max_abs_diff": atol}, _shown(batch[0]),
                                       shapes[-1], note=first_line(error, 200)))
             continue
-        onnx_results.append((batch, arrays, got))
+        onnx_results.append((kind, batch, arrays, got))
         if reference is None:
             continue
         expected = reference.run(arrays)
         for name, info in outputs.items():
-            checks.append(_compare(f"{_label(reference)} parity b{len(batch)}", name, got.get(name),
+            checks.append(_compare(f"{_label(reference)} parity{_kind_label(kind)} b{len(batch)}", name, got.get(name),
                                    expected.get(name), arrays["attention_mask"], SEQUENCE_AXIS in info.dims[1:2],
                                    batch, atol))
     if not static:
@@ -217,7 +259,7 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
         checks.extend(_padding_invariance(model, encoder, onnx_results, outputs, atol))
     if embedding_reference is not None:
         say(f"verifying {model_file}: against {embedding_reference.name} on {len(texts)} texts")
-        checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference))
+        checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference, art.default_prompt))
     if reference is None:
         reason = (f"no reference to compare {model_file} with: PyTorch is not available here "
                   "(pip install \"onnxport[export]\" and keep the source model folder)")
@@ -227,13 +269,28 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
                         len(texts), shapes, unverified_reason=reason)
 
 
+def _encode(encoder: TextEncoder, batch: list) -> dict[str, np.ndarray]:
+    """The graph's arrays for a batch of texts or of (first, second) pairs."""
+    return encoder.encode_pairs(batch) if batch and isinstance(batch[0], tuple) else encoder.encode(batch)
+
+
+def _shown(item: str | tuple[str, str]) -> str | None:
+    """A text, or a pair as 'first | second', cut for a report."""
+    return short(item if isinstance(item, str) else " | ".join(item))
+
+
+def _kind_label(kind: str) -> str:
+    """' (pairs)' in check names of pair batches; nothing for single texts (names as before)."""
+    return f" ({kind})" if kind else ""
+
+
 def _label(reference: Reference) -> str:
     """'pytorch' or 'fp32 model.onnx': the check names say what was compared."""
     return reference.name.split(" (")[0]
 
 
 def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarray | None, mask: np.ndarray, per_token: bool,
-             batch: list[str], atol: float) -> CheckResult:
+             batch: list, atol: float) -> CheckResult:
     limits = {"max_abs_diff": atol}
     if got is None or expected is None:
         where = "the file" if got is None else "the reference"
@@ -264,25 +321,25 @@ def _compare(name: str, output: str, got: np.ndarray | None, expected: np.ndarra
     broken = [who for who, values in (("the file", got), ("the reference", expected))
               if not finite_rows(values, real).all()]
     return CheckResult(name, output, measured["max_abs_diff"] <= atol and not broken, measured, limits,
-                       short(batch[worst]), list(got.shape),
+                       _shown(batch[worst]), list(got.shape),
                        note=f"{' and '.join(broken)} output NaN or inf" if broken else None)
 
 
 def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs, atol: float) -> list[CheckResult]:
-    """Each text of the padded batches, run alone, must give the same output."""
+    """Each text (or pair) of the padded batches, run alone, must give the same output."""
     checks = []
-    for batch, arrays, got in results:
+    for kind, batch, arrays, got in results:
         if len(batch) < 2:
             continue
         worst = {name: (0.0, None) for name in outputs}
         for row, text in enumerate(batch):
-            single = encoder.encode([text])
+            single = _encode(encoder, [text])
             try:
                 alone = model.run(single)
             except Exception as error:  # a graph with a fixed batch or sequence axis
                 shape = "x".join(map(str, single["input_ids"].shape))
                 checks.append(CheckResult(f"runs at shape {shape}", "*", False, {"max_abs_diff": float("inf")},
-                                          {"max_abs_diff": atol}, short(text), note=first_line(error, 200)))
+                                          {"max_abs_diff": atol}, _shown(text), note=first_line(error, 200)))
                 worst = {}
                 break
             length = int(arrays["attention_mask"][row].sum())
@@ -297,16 +354,18 @@ def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs
                 if diff >= worst[name][0]:
                     worst[name] = (diff, text)
         for name, (diff, text) in worst.items():
-            checks.append(CheckResult(f"padding invariance b{len(batch)}", name, diff <= atol,
-                                      {"max_abs_diff": diff}, {"max_abs_diff": atol}, short(text)))
+            checks.append(CheckResult(f"padding invariance{_kind_label(kind)} b{len(batch)}", name, diff <= atol,
+                                      {"max_abs_diff": diff}, {"max_abs_diff": atol}, _shown(text)))
     return checks
 
 
 def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], atol: float,
-                     reference: EmbeddingReference) -> CheckResult:
+                     reference: EmbeddingReference, prompt: str = "") -> CheckResult:
+    # The reference applies the folder's default prompt itself; the pipelines put it before each text.
     expected = reference.encode(texts)
-    got = np.concatenate([model.run(encoder.encode(texts[i:i + 16]))["sentence_embedding"]
-                          for i in range(0, len(texts), 16)])
+    prompted = [prompt + text for text in texts]
+    got = np.concatenate([model.run(encoder.encode(prompted[i:i + 16]))["sentence_embedding"]
+                          for i in range(0, len(prompted), 16)])
     cosines = row_cosines(got, expected)
     diff = np.abs(got - expected).max(axis=1)
     worst = int(cosines.argmin())
@@ -325,14 +384,15 @@ def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts
     reference = OnnxReference(art)
     got, expected, masks = [], [], []
     shapes = []
-    for start in range(0, len(texts), 16):
-        arrays = encoder.encode(texts[start:start + 16])
+    inputs, shown = quality_inputs(art.task, texts)
+    for start in range(0, len(inputs), 16):
+        arrays = encode_inputs(encoder, inputs[start:start + 16])
         shapes.append(list(arrays["input_ids"].shape))
         say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(texts) // 16)} "
             f"(b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
         got.append(model.run(arrays))
         expected.append(reference.run(arrays))
         masks.append(arrays["attention_mask"].astype(bool))
-    checks = quality_checks(art.task, art.outputs[0].name, got, expected, masks, texts, limits, art.labels)
+    checks = quality_checks(art.task, art.outputs[0].name, got, expected, masks, shown, limits, art.labels)
     return ParityReport(model_file, "quality", reference.name, checks, len(texts), shapes,
                         unverified_reason=reference.unverified_reason)

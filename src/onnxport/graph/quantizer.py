@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import QUALITY_DEFAULTS, quality_checks
+from ..checks.quality import QUALITY_DEFAULTS, encode_inputs, quality_checks, quality_inputs
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
@@ -117,10 +117,10 @@ def quantizable_units(model, num_layers: int | None = None) -> dict[str, list[st
 class _Calibration:
     """onnxruntime CalibrationDataReader over texts."""
 
-    def __init__(self, model_path: Path, encoder: TextEncoder, texts: list[str], batch_size: int = 8):
+    def __init__(self, model_path: Path, encoder: TextEncoder, inputs: list, batch_size: int = 8):
         runner = OnnxModel(model_path)
-        self.feeds = iter([runner.feed(encoder.encode(texts[i:i + batch_size]))
-                           for i in range(0, len(texts), batch_size)])
+        self.feeds = iter([runner.feed(encode_inputs(encoder, inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
 
     def get_next(self):
         return next(self.feeds, None)
@@ -173,6 +173,7 @@ def quantize(
     candidates = {unit: nodes for unit, nodes in units.items() if unit not in excluded_units}
     encoder = TextEncoder.for_artifact(art)
     evaluator = _QualityProbe(art, encoder, texts, limits)
+    calibration_inputs = quality_inputs(art.task, texts)[0]  # a reranker calibrates on pairs, as it runs
 
     with tempfile.TemporaryDirectory(dir=art.path, prefix=".quantize-") as scratch:
         scratch = Path(scratch)
@@ -180,7 +181,7 @@ def quantize(
 
         def build(excluded: list[str]) -> Path:
             nodes = list(exclude_nodes) + [n for unit in excluded for n in units[unit]]
-            _run_quantizer(source_path, attempt, mode, config, nodes, encoder, texts)
+            _run_quantizer(source_path, attempt, mode, config, nodes, encoder, calibration_inputs)
             return attempt
 
         say = progress or (lambda message: None)
@@ -232,7 +233,7 @@ def _describe(attempt: dict) -> str:
 
 
 def _run_quantizer(source: Path, target: Path, mode: str, config: QuantConfig, exclude: list[str],
-                   encoder: TextEncoder, texts: list[str]) -> None:
+                   encoder: TextEncoder, calibration_inputs: list) -> None:
     import logging
 
     import onnx
@@ -250,7 +251,7 @@ def _run_quantizer(source: Path, target: Path, mode: str, config: QuantConfig, e
         quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Attention", "Gemm"],
                          extra_options=extra, **common)
     else:
-        quantize_static(str(source), str(target), _Calibration(source, encoder, texts),
+        quantize_static(str(source), str(target), _Calibration(source, encoder, calibration_inputs),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax,
                         extra_options=extra, **common)
@@ -262,14 +263,14 @@ class _QualityProbe:
     def __init__(self, art: Artifact, encoder: TextEncoder, texts: list[str], limits: dict[str, float]):
         self.art = art
         self.limits = limits
-        self.batches = [encoder.encode(texts[i:i + 16]) for i in range(0, len(texts), 16)]
+        inputs, self.texts = quality_inputs(art.task, texts)  # texts, or (query, document) pairs
+        self.batches = [encode_inputs(encoder, inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
         self.masks = [b["attention_mask"].astype(bool) for b in self.batches]
-        self.texts = texts
         reference = OnnxModel(art.model_path(MODEL_FILE))
         self.expected = [reference.run(b) for b in self.batches]
-        # Ranking needs only an order, so it reads every third text: a third of the cost.
-        sample = texts[::3] if len(texts) >= 24 else texts
-        self.sample_batches = [encoder.encode(sample[i:i + 16]) for i in range(0, len(sample), 16)]
+        # Ranking units needs only an order, so it reads every third input: a third of the cost.
+        sample = inputs[::3] if len(inputs) >= 24 else inputs
+        self.sample_batches = [encode_inputs(encoder, sample[i:i + 16]) for i in range(0, len(sample), 16)]
         self.sample_masks = [b["attention_mask"].astype(bool) for b in self.sample_batches]
         self.sample_expected = [reference.run(b) for b in self.sample_batches]
 
@@ -292,6 +293,9 @@ class _QualityProbe:
                 got, want = got[mask], want[mask]
             got = got.reshape(len(got), -1).astype(np.float64)
             want = want.reshape(len(want), -1).astype(np.float64)
+            if got.shape[1] == 1:  # one score per input (a reranker): a cosine would only see its sign
+                shortfalls.append(np.abs(got - want)[:, 0])
+                continue
             cosine = (got * want).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1), 1e-12)
             shortfalls.append(1.0 - cosine)
         return float(np.concatenate(shortfalls).mean())

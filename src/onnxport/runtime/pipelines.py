@@ -17,17 +17,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.arguments import choice, optional_positive_int, positive_int, string_list, text_list
+from ..core.arguments import (choice, is_one_pair, optional_positive_int, positive_int, string_list, text_list,
+                              texts_or_pairs)
 from ..core.artifact import FAILED, MODIFIED, Artifact
 from ..core.messages import notice
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
-from ..core.spans import group_spans, label_name
 from ..core.spec import Task
 from ..errors import ArtifactError, InputError, NotForThisTask
+from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
 from .session import OnnxModel
 from .tokenization import TextEncoder
 
-AGGREGATIONS = ("simple", "first", "max", "average")
 # Every pipeline verb, and the artifacts that have it (for the error when a task lacks one).
 VERB_TASKS = {
     "embed": "a sentence-embedding or feature-extraction artifact",
@@ -35,6 +35,8 @@ VERB_TASKS = {
     "extract": "a token-classification artifact",
     "extract_dict": "a token-classification artifact",
     "classify": "a sequence-classification artifact",
+    "rerank": "a text-ranking (cross-encoder) artifact",
+    "score": "a text-ranking (cross-encoder) artifact",
 }
 
 
@@ -127,6 +129,25 @@ class Pipeline:
         """One tokenizers.Encoding per text; over-long texts are cut unless truncate is False."""
         return self.encoder.tokenize(texts, truncate=self.truncate if truncate is None else truncate)
 
+    def tokenize_pairs(self, pairs: Sequence[tuple[str, str]], *, truncate: bool | None = None) -> list:
+        """One tokenizers.Encoding per (first, second) pair, joined by the tokenizer's pair
+        template and cut longest_first (unless truncate is False); `run_encodings` runs them."""
+        self._check_pair_segments()
+        return self.encoder.tokenize_pairs(pairs, truncate=self.truncate if truncate is None else truncate)
+
+    def _check_pair_segments(self) -> None:
+        # A graph exported without token_type_ids feeds zeros inside: a model with two segment
+        # types would then read the second text as part of the first, a silent wrong answer.
+        if any(info.name == "token_type_ids" for info in self.artifact.inputs):
+            return
+        config_file = self.artifact.path / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        if (config.get("type_vocab_size") or 0) > 1:
+            raise InputError(
+                f"{self.artifact.path} was exported without token_type_ids, but its model tells a pair's texts "
+                f"apart by {config['type_vocab_size']} segment types, so pairs would be read wrongly; "
+                "re-export it with --token-type-ids to classify pairs")
+
     def run_model(self, encodings: Sequence) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One model run over `encodings`, padded to the longest (a static graph gets its fixed
         rows, filled by repeating the last one): the input arrays and outputs, real rows only."""
@@ -170,6 +191,14 @@ class Pipeline:
 class Embedder(Pipeline):
     """Sentence vectors (and per-token vectors) from embedding or feature-extraction artifacts."""
 
+    def tokenize(self, texts: Sequence[str], *, truncate: bool | None = None) -> list:
+        """As `Pipeline.tokenize`, with the artifact's default prompt before every text, as
+        sentence-transformers' encode does (the server and Ray jobs tokenize through here too)."""
+        prompt = self.artifact.default_prompt
+        if prompt:
+            texts = [prompt + text if isinstance(text, str) else text for text in texts]
+        return super().tokenize(texts, truncate=truncate)
+
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens."""
         texts = self._texts(texts)
@@ -203,33 +232,61 @@ class Embedder(Pipeline):
 
 
 class TokenClassifier(Pipeline):
-    """Entities (label, text, start, end, score) from a token-classification artifact."""
+    """Entities (label, text, start, end, score) from a token-classification artifact, as
+    transformers' `pipeline("token-classification", aggregation_strategy=..., stride=...)`
+    finds them (see `runtime.entities`).
+
+    A text longer than the model's window is run in overlapping windows and their entities
+    merged, so all of it is labelled. `stride` is the overlap in tokens: "auto" (the default)
+    is an eighth of the window (64 of 512 tokens: ~14% more model work, and a token near a
+    window's edge is also seen with context on both sides), an int sets it (0: windows side
+    by side), None runs one window per text and cuts the rest (or refuses the text when the
+    pipeline was loaded with truncate=False), as transformers does without `stride`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.labels = self.artifact.labels or {}
         if not self.labels:
             raise ArtifactError(f"{self.artifact.path} has no labels.json; re-export the token classifier")
+        self.word_rules = WordRules(self.encoder.subword_prefix, self.encoder.unk_id)
+        self.default_stride = self.encoder.max_length // 8
 
-    def extract(self, text_or_texts: str | Sequence[str], aggregation: str = "simple",
-                batch_size: int = 32) -> list[dict] | list[list[dict]]:
+    def extract(self, text_or_texts: str | Sequence[str], aggregation: str = "simple", batch_size: int = 32,
+                *, stride: int | str | None = "auto") -> list[dict] | list[list[dict]]:
+        """Entities of one text (a list of dicts) or of each of a list of texts (a list of lists)."""
         if aggregation not in AGGREGATIONS:
             raise InputError(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
         single = isinstance(text_or_texts, str)
         texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
-        result: list[Any] = [None] * len(texts)
-        for indices, encodings, arrays, outputs in self.run_batches(texts, batch_size):
-            for index, encoding, probabilities in zip(indices, encodings, self.rows(encodings, arrays, outputs)):
-                result[index] = self.entities(texts[index], encoding, probabilities, aggregation)
+        windows = self.windows(texts, stride=stride)
+        flat = flat_windows(windows)
+        probabilities: list[Any] = [None] * len(flat)
+        for indices, encodings, arrays, outputs in self.run_encodings(flat, batch_size):
+            for index, row in zip(indices, self.rows(encodings, arrays, outputs)):
+                probabilities[index] = row
+        result = [self.entities(text, text_windows, text_probabilities, aggregation)
+                  for text, text_windows, text_probabilities in zip(texts, windows, per_text(probabilities, windows))]
         return result[0] if single else result
 
+    def windows(self, texts: Sequence[str], *, stride: int | str | None = "auto") -> list[list]:
+        """Per text, the encodings of its windows (one when it fits; see the class docstring).
+        The server and Ray jobs run `flat_windows` of these and give `entities` each text's."""
+        if stride is None:
+            return [[encoding] for encoding in self.tokenize(texts)]
+        if stride == "auto":
+            stride = self.default_stride
+        return self.encoder.windows(texts, stride=stride)
+
     def rows(self, encodings, arrays, outputs) -> list[np.ndarray]:
-        """Per text: label probabilities [its tokens, labels]."""
+        """Per encoding: label probabilities [its tokens, labels]."""
         return [_softmax(outputs["logits"][row, : len(encoding.ids)]) for row, encoding in enumerate(encodings)]
 
-    def entities(self, text: str, encoding, probabilities: np.ndarray, aggregation: str = "simple") -> list[dict]:
-        """Entity spans of one text from its `rows` result (see `decode_entities`)."""
-        return decode_entities(text, encoding, probabilities, self.labels, aggregation)
+    def entities(self, text: str, encoding, probabilities, aggregation: str = "simple") -> list[dict]:
+        """Entity spans of one text from its `rows` result: one encoding and its array, or the
+        list of its window encodings (`windows`) and their arrays, in the same order."""
+        if isinstance(encoding, (list, tuple)):
+            return window_entities(text, encoding, probabilities, self.labels, aggregation, self.word_rules)
+        return decode_entities(text, encoding, probabilities, self.labels, aggregation, self.word_rules)
 
     def extract_dict(self, text: str, aggregation: str = "first") -> dict[str, str | list[str]]:
         """{label: text} (a list when a label occurs more than once), e.g. {"SRC": "Bangalore"}."""
@@ -249,14 +306,19 @@ class SequenceClassifier(Pipeline):
         config = json.loads(config_file.read_text()) if config_file.exists() else {}
         self.multi_label = config.get("problem_type") == "multi_label_classification"
 
-    def classify(self, text_or_texts: str | Sequence[str], top_k: int = 1,
-                 batch_size: int = 32) -> list[dict] | list[list[dict]]:
-        single = isinstance(text_or_texts, str)
-        texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
+    def classify(self, text_or_texts: str | tuple[str, str] | Sequence[str] | Sequence[tuple[str, str]],
+                 top_k: int = 1, batch_size: int = 32) -> list[dict] | list[list[dict]]:
+        """The `top_k` labels of a text, of a (first, second) sentence pair (NLI: premise,
+        hypothesis), or of each item of a list of texts or of pairs. One text or one pair
+        gives one result, a list a list of results."""
+        single = isinstance(text_or_texts, str) or is_one_pair(text_or_texts)
+        items, pairs = texts_or_pairs([text_or_texts] if single else text_or_texts,
+                                      what="a text, a (first, second) pair, or a list of either")
         top_k = positive_int(top_k, "top_k")
-        result: list[Any] = [None] * len(texts)
-        for indices, encodings, arrays, outputs in self.run_batches(texts, batch_size):
-            for index, logits in zip(indices, self.rows(encodings, arrays, outputs)):
+        encodings = self.tokenize_pairs(items) if pairs else self.tokenize(items)
+        result: list[Any] = [None] * len(items)
+        for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
+            for index, logits in zip(indices, self.rows(batch, arrays, outputs)):
                 result[index] = self.ranked(self.scores(logits), top_k)
         return result[0] if single else result
 
@@ -265,13 +327,57 @@ class SequenceClassifier(Pipeline):
         return outputs["logits"].astype(np.float64)
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities from logits: softmax, or a sigmoid per label for multi-label models."""
-        return 1 / (1 + np.exp(-logits)) if self.multi_label else _softmax(logits)
+        """Probabilities from logits: softmax, or a sigmoid per label for multi-label models and
+        for a single label (where softmax would always say 1.0), as transformers' pipeline does."""
+        return _sigmoid(logits) if self.multi_label or logits.shape[-1] == 1 else _softmax(logits)
 
     def ranked(self, scores: np.ndarray, top_k: int | None = None) -> list[dict]:
         """The `top_k` best labels (all when None) of one text, best first: [{label, score}]."""
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [{"label": self.labels.get(int(i), str(int(i))), "score": float(scores[i])} for i in best]
+
+
+class Reranker(Pipeline):
+    """Relevance of documents to a query, from a text-ranking (cross-encoder) artifact: each
+    (query, document) pair goes through the model together, as CrossEncoder.predict does."""
+
+    @cached_property
+    def activation(self) -> str:
+        """How the logit becomes the score: 'sigmoid' (CrossEncoder's default) or 'identity'."""
+        return self.artifact.manifest.get("ranking", {}).get("activation", "sigmoid")
+
+    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+               return_documents: bool = True, batch_size: int = 32) -> list[dict]:
+        """[{index, score, document}] best first (`top_k` of them; all when None); `index`
+        points into `documents`. Ties keep the documents' order."""
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"query must be a non-empty str, not {query!r}; pass the text to rank documents for")
+        documents = text_list(documents, what="a list of documents (str)")
+        top_k = optional_positive_int(top_k, "top_k")
+        scores = self.score([(query, document) for document in documents], batch_size=batch_size)
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"index": int(i), "score": float(scores[i]), **({"document": documents[i]} if return_documents else {})}
+                for i in best]
+
+    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:
+        """One score per (query, document) pair, in input order (CrossEncoder.predict)."""
+        encodings = self.tokenize_pairs(pairs)
+        logits = np.zeros(len(encodings), dtype=np.float64)
+        for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
+            logits[indices] = self.rows(batch, arrays, outputs)
+        return self.scores(logits)
+
+    def rows(self, encodings, arrays, outputs) -> np.ndarray:
+        """[rows] raw scores: the one logit per pair (the server's batcher collects these)."""
+        return outputs["logits"][:, 0].astype(np.float64)
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Scores from logits with the model's activation (sigmoid unless it said otherwise)."""
+        return _sigmoid(logits) if self.activation == "sigmoid" else logits
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -280,42 +386,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def decode_entities(text: str, encoding, probabilities: np.ndarray, labels: dict[int, str],
-                    aggregation: str) -> list[dict]:
-    """Turn per-token probabilities into entity spans over `text`.
-
-    simple: token level, like transformers' pipeline. first/max/average: one label per word
-    (from its first token, its most confident token, or the mean of its tokens'
-    probabilities), so a word split into several tokens is never cut in two. Either way the
-    units are grouped into entities by `core.spans.group_spans`.
-    """
-    offsets = encoding.offsets
-    special = encoding.special_tokens_mask
-    if aggregation == "simple":
-        scored = [(offsets[i][0], offsets[i][1], int(probabilities[i].argmax()), float(probabilities[i].max()))
-                  for i in range(len(offsets)) if not special[i] and offsets[i][1] > offsets[i][0]]
-    else:
-        words: dict[int, list[int]] = {}
-        for i, word in enumerate(encoding.word_ids):
-            if word is not None and not special[i] and offsets[i][1] > offsets[i][0]:
-                words.setdefault(word, []).append(i)
-        scored = []
-        for tokens in words.values():
-            if aggregation == "first":
-                p = probabilities[tokens[0]]
-            elif aggregation == "max":
-                p = probabilities[max(tokens, key=lambda t: probabilities[t].max())]
-            else:
-                p = probabilities[tokens].mean(axis=0)
-            scored.append((offsets[tokens[0]][0], offsets[tokens[-1]][1], int(p.argmax()), float(p.max())))
-    spans = group_spans((start, end, label_name(labels, label_id), score) for start, end, label_id, score in scored)
-    return [{"label": span.label, "text": text[span.start:span.end], "start": span.start, "end": span.end,
-             "score": float(np.mean(span.scores))} for span in spans]
-
-
 PIPELINES = {
     Task.SENTENCE_EMBEDDING: Embedder,
     Task.FEATURE_EXTRACTION: Embedder,
     Task.TOKEN_CLASSIFICATION: TokenClassifier,
     Task.SEQUENCE_CLASSIFICATION: SequenceClassifier,
+    Task.TEXT_RANKING: Reranker,
 }

@@ -2,15 +2,20 @@
 
 Tokenizes without padding, then pads each batch to its own longest text (or the fixed
 length of a static-shape graph), so a batch of short texts is never padded to 512.
+Sentence pairs go through the tokenizer's own pair template (its separators and
+token_type_ids) and are truncated longest_first, as transformers does.
 """
 
 from __future__ import annotations
 
+import json
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..core.arguments import pair_list
 from ..core.messages import first_line
 from ..errors import ArtifactError, InputError
 
@@ -39,7 +44,11 @@ class TextEncoder:
             raise ArtifactError(f"{tokenizer_file} is damaged ({first_line(error)}); re-export the artifact, "
                                 "or copy tokenizer.json again from the source model") from None
         self._unpadded.no_padding()
-        self._unpadded.enable_truncation(max_length=self.max_length)
+        self._window_tokenizers: dict = {}  # stride -> tokenizer (see `windows`)
+        self.takes_pairs = _separates_pairs(self._unpadded)
+        # longest_first (the longer text of a pair loses tokens first) is what transformers
+        # uses for pairs; a tokenizer.json may have saved another strategy.
+        self._unpadded.enable_truncation(max_length=self.max_length, strategy="longest_first")
 
     @classmethod
     def for_artifact(cls, artifact) -> "TextEncoder":
@@ -56,17 +65,82 @@ class TextEncoder:
                 raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
         encodings = self._unpadded.encode_batch(list(texts), add_special_tokens=add_special_tokens)
         if not truncate:
-            for index, encoding in enumerate(encodings):
-                if encoding.overflowing:
-                    raise InputError(
-                        f"text #{index} ({texts[index][:40]!r}...) is longer than the model's {self.max_length} "
-                        "tokens; shorten it or allow truncation"
-                    )
+            self._refuse_cut(encodings, lambda i: f"text #{i} ({texts[i][:40]!r}...) is longer than the model's")
         return encodings
+
+    def tokenize_pairs(self, pairs: Sequence[tuple[str, str]], *, truncate: bool = True,
+                       add_special_tokens: bool = True) -> list:
+        """One tokenizers.Encoding per (first, second) pair, joined by the tokenizer's pair
+        template; over max_length the longer text is cut first (longest_first)."""
+        pairs = pair_list(pairs)
+        if not self.takes_pairs:
+            raise InputError("this artifact's tokenizer has no pair template (its tokenizer.json post-processor "
+                             "puts no separator between two texts), so the model cannot tell a pair's texts "
+                             "apart; classify single texts, or export a model whose tokenizer takes pairs")
+        encodings = self._unpadded.encode_batch(pairs, add_special_tokens=add_special_tokens)
+        if not truncate:
+            self._refuse_cut(encodings, lambda i: f"pair #{i} ({pairs[i][0][:40]!r}..., {pairs[i][1][:40]!r}...) "
+                                                  "is, both texts together, longer than the model's")
+        return encodings
+
+    def _refuse_cut(self, encodings: Sequence, describe) -> None:
+        """InputError for the first encoding that truncation cut (truncate=False)."""
+        for index, encoding in enumerate(encodings):
+            if encoding.overflowing:
+                raise InputError(f"{describe(index)} {self.max_length} tokens; shorten it or allow truncation")
 
     @property
     def vocab_size(self) -> int:
         return self._unpadded.get_vocab_size()
+
+    # --- overlapping windows over long texts (token classification) ------------------
+
+    def windows(self, texts: Sequence[str], *, stride: int) -> list[list]:
+        """Per text, its encodings over windows of at most max_length tokens (special tokens
+        included), each starting `stride` tokens before the previous one ends: what
+        transformers gives with `return_overflowing_tokens=True, stride=stride`. A text that
+        fits has one window; offsets always point into the whole text."""
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text #{index} is {type(text).__name__}, not str; pass strings only")
+        encodings = self._windowed(self.check_stride(stride)).encode_batch(list(texts))
+        return [[encoding, *encoding.overflowing] for encoding in encodings]
+
+    def check_stride(self, stride: int) -> int:
+        """`stride` if windows can overlap by that many tokens, else an InputError."""
+        room = self.max_length - self._unpadded.num_special_tokens_to_add(False)
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < room:
+            raise InputError(f"stride must be a number of tokens from 0 to {room - 1}, not {stride!r}: windows hold "
+                             f"{room} tokens of text (max length {self.max_length} minus special tokens) and "
+                             "must overlap by fewer; pass a smaller stride")
+        return stride
+
+    def _windowed(self, stride: int):
+        # A copy per stride: changing the shared tokenizer's truncation would race with
+        # `tokenize` on another thread (the server tokenizes while its batcher runs).
+        from tokenizers import Tokenizer
+
+        tokenizer = self._window_tokenizers.get(stride)
+        if tokenizer is None:
+            tokenizer = Tokenizer.from_str(self._unpadded.to_str())
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(max_length=self.max_length, stride=stride, strategy="longest_first")
+            self._window_tokenizers[stride] = tokenizer
+        return tokenizer
+
+    @property
+    def subword_prefix(self) -> str | None:
+        """The prefix that marks a word's continuing pieces (WordPiece's `##`); None when the
+        tokenizer has none (byte-level BPE, Unigram)."""
+        return getattr(self._unpadded.model, "continuing_subword_prefix", None) or None
+
+    @cached_property
+    def unk_id(self) -> int | None:
+        """The unknown token's id, or None when the tokenizer has none (byte-level BPE)."""
+        token = getattr(self._unpadded.model, "unk_token", None)
+        if token:
+            return self._unpadded.token_to_id(token)
+        return json.loads(self._unpadded.to_str())["model"].get("unk_id")  # Unigram keeps an id
 
     def pad(self, encodings: Sequence) -> dict[str, np.ndarray]:
         """Stack encodings into int64 arrays, padded to the longest (or the fixed length)."""
@@ -83,3 +157,17 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """{'input_ids', 'attention_mask', 'token_type_ids'} as int64 arrays [batch, sequence]."""
         return self.pad(self.tokenize(texts))
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """`encode` for (first, second) pairs."""
+        return self.pad(self.tokenize_pairs(pairs))
+
+
+def _separates_pairs(tokenizer) -> bool:
+    """Whether the tokenizer's post-processor puts a special token between a pair's texts
+    (BERT's [SEP], RoBERTa's </s></s>, ...); without one a pair is just two texts run together."""
+    sequence_ids = tokenizer.encode("first", "second").sequence_ids
+    if 0 not in sequence_ids or 1 not in sequence_ids:
+        return False
+    last_first = max(i for i, s in enumerate(sequence_ids) if s == 0)
+    return None in sequence_ids[last_first + 1:sequence_ids.index(1)]

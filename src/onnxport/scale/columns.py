@@ -70,6 +70,21 @@ def check_columns(names: list[str], text_column: str, output_column: str, error_
                              "(output_column= / error_column=)")
 
 
+# The second text of a sentence pair, as the CLI (and transformers' pipeline) names it.
+PAIR_COLUMN = "text_pair"
+
+
+def check_no_pairs(names: list[str], task_fn: str, source: str) -> None:
+    """InputError for pairs given to classify: the workers classify single texts, and
+    ignoring the pair's second text would be a silent wrong answer."""
+    from ..errors import InputError
+
+    if task_fn == "classify" and PAIR_COLUMN in names:
+        raise InputError(f"{source} has a {PAIR_COLUMN!r} column (sentence pairs), but Ray jobs classify single "
+                         f"texts; classify pairs without --engine ray, or drop the {PAIR_COLUMN!r} column to classify "
+                         "the texts alone")
+
+
 def text_problem(value: Any, text_column: str) -> str | None:
     """Why `value` cannot be a row's text (None when it is a string)."""
     if isinstance(value, str):

@@ -22,7 +22,7 @@ from ..core.artifact import Artifact
 from ..core.cpus import available_cpus
 from .. import errors
 from ..errors import InputError, OnnxportError
-from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, check_columns
+from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, check_columns, check_no_pairs
 from .compat import import_ray
 from .jsonl import first_record_fields, read_jsonl
 from .mapping import IO_CPUS, check_task, default_actors, map_dataset
@@ -66,11 +66,13 @@ def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | P
     check_task(art, task_fn)
     output_column = output_column or DEFAULT_COLUMNS[task_fn]
     if inputs.format == "parquet":
-        check_columns(parquet_columns(inputs), text_column, output_column, error_column, inputs.paths[0])
+        names, source = parquet_columns(inputs), inputs.paths[0]
     else:
-        fields = first_record_fields(inputs.filesystem, inputs.paths[0])
-        if fields is not None:  # (a first line that is no JSON object is that row's error)
-            check_columns(fields, text_column, output_column, error_column, f"the first record of {inputs.paths[0]}")
+        names = first_record_fields(inputs.filesystem, inputs.paths[0])
+        source = f"the first record of {inputs.paths[0]}"
+    if names is not None:  # (a first line that is no JSON object is that row's error)
+        check_columns(names, text_column, output_column, error_column, source)
+        check_no_pairs(names, task_fn, source)
     ray = import_ray()
     started_here = _connect(ray, address)
     try:

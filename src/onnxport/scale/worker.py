@@ -4,7 +4,7 @@ the result and error columns.
 
 Inside a batch, rows are checked one by one (a null, a non-string, or a text over the
 model's length with truncation off gets an `error` value and an empty result instead of
-failing the job), tokenized once, sorted by token count and run in model runs of
+failing the job; NER runs a long text in overlapping windows instead), tokenized once, sorted by token count and run in model runs of
 `batch_size` rows, so each run is padded only to its own longest text: Ray Data hands
 rows in file order, not by length.
 """
@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from ..core.model_files import MODEL_CHOICES
+from ..runtime.entities import flat_windows, per_text
 from ..runtime.pipelines import load
 from .columns import check_columns, embedding_column, error_column, records_column, text_problem
 from .jsonl import PROBLEM_COLUMN
@@ -60,27 +61,40 @@ class ArtifactWorker:
             errors[i] = errors[i] or text_problem(value, self.text_column)
             if errors[i] is None:
                 rows.append(i)
-        encodings = self.pipeline.tokenize([values[i] for i in rows], truncate=True)
-        max_length = self.pipeline.encoder.max_length
-        if not self.truncate:
-            for row, encoding in zip(rows, encodings):
-                if encoding.overflowing:
-                    errors[row] = (f"longer than the model's {max_length} tokens; shorten it, or allow "
-                                   "truncation (drop --no-truncate)")
-        runnable = [(row, encoding) for row, encoding in zip(rows, encodings) if errors[row] is None]
-        batches = self.pipeline.run_encodings([encoding for _, encoding in runnable], self.batch_size)
-        for indices, batch, arrays, outputs in batches:
-            for index, encoding, raw in zip(indices, batch, self.pipeline.rows(batch, arrays, outputs)):
-                row = runnable[index][0]
-                results[row] = self._finish(values[row], encoding, raw)
+        windows = self._windows(rows, values, errors)
+        runnable = [(row, row_windows) for row, row_windows in zip(rows, windows) if errors[row] is None]
+        windows = [row_windows for _, row_windows in runnable]
+        flat = flat_windows(windows)
+        raws: list[Any] = [None] * len(flat)
+        for indices, batch, arrays, outputs in self.pipeline.run_encodings(flat, self.batch_size):
+            for index, raw in zip(indices, self.pipeline.rows(batch, arrays, outputs)):
+                raws[index] = raw
+        for (row, row_windows), row_raws in zip(runnable, per_text(raws, windows)):
+            results[row] = self._finish(values[row], row_windows, row_raws)
         column = embedding_column(results) if self.task_fn == "embed" else records_column(self.task_fn, results)
         return table.append_column(self.output_column, column).append_column(self.error_column,
                                                                              error_column(errors))
 
-    def _finish(self, text: str, encoding: Any, raw: Any) -> Any:
-        """The task's result for one row from its raw model output (see Pipeline.rows)."""
-        if self.task_fn == "embed":
-            return raw
+    def _windows(self, rows: list[int], values: list, errors: list) -> list[list]:
+        """Per row, its encodings: the overlapping windows of a text for NER (nothing is cut,
+        so nothing is refused), else one encoding, with an error set on a row over the
+        model's length when truncation is off."""
+        texts = [values[i] for i in rows]
         if self.task_fn == "ner":
-            return self.pipeline.entities(text, encoding, raw, self.options.get("aggregation", "simple"))
-        return self.pipeline.ranked(self.pipeline.scores(raw), self.options.get("top_k", 1))
+            return self.pipeline.windows(texts)
+        encodings = self.pipeline.tokenize(texts, truncate=True)
+        if not self.truncate:
+            for row, encoding in zip(rows, encodings):
+                if encoding.overflowing:
+                    errors[row] = (f"longer than the model's {self.pipeline.encoder.max_length} tokens; shorten "
+                                   "it, or allow truncation (drop --no-truncate)")
+        return [[encoding] for encoding in encodings]
+
+    def _finish(self, text: str, encodings: list, raws: list) -> Any:
+        """The task's result for one row from its encodings and their raw model outputs (see
+        Pipeline.rows): one of each, or for NER one per window."""
+        if self.task_fn == "embed":
+            return raws[0]
+        if self.task_fn == "ner":
+            return self.pipeline.entities(text, encodings, raws, self.options.get("aggregation", "simple"))
+        return self.pipeline.ranked(self.pipeline.scores(raws[0]), self.options.get("top_k", 1))

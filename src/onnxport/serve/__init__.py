@@ -1,7 +1,7 @@
 """`onnxport serve`: an HTTP server for artifacts (install `onnxport[serve]`).
 
-OpenAI's /v1/embeddings, text-embeddings-inference's /embed and /tokenize, plus /classify
-and /ner; several artifacts in one process; concurrent requests merged into model runs
+OpenAI's /v1/embeddings, text-embeddings-inference's /embed, /rerank and /tokenize, plus
+/classify and /ner; several artifacts in one process; concurrent requests merged into model runs
 bounded by tokens (`batcher`); limits, API key, Prometheus metrics, graceful SIGTERM.
 A thin layer over the runtime pipelines: never a second inference path.
 """

@@ -1,5 +1,5 @@
-"""text-embeddings-inference's routes, so its clients work unchanged (/embed, /tokenize),
-and the task routes it lacks (/classify, /ner with character offsets)."""
+"""text-embeddings-inference's routes, so its clients work unchanged (/embed, /rerank,
+/tokenize), and the task routes it lacks (/classify, /ner with character offsets)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from ..runtime.entities import flat_windows, per_text
 from .inputs import check_dimensions, normalized, request_items, shorten
 from .problems import Problem
-from .schemas import ClassifyRequest, EmbedRequest, NerRequest, TokenizeRequest
+from .schemas import ClassifyRequest, EmbedRequest, NerRequest, RerankRequest, TokenizeRequest
 
 router = APIRouter()
 
@@ -41,15 +42,33 @@ async def classify(body: ClassifyRequest, request: Request):
     return JSONResponse(results[0] if single else results)
 
 
+@router.post("/rerank")
+async def rerank(body: RerankRequest, request: Request):
+    state = request.app.state.onnxport
+    served = state.model(body.model, "/rerank")
+    if not body.query.strip():
+        raise Problem(400, "query is an empty text; send the text to rank the texts for", reason="empty_input",
+                      param="query")
+    texts, _ = request_items(body.texts, field="texts", limits=state.limits)
+    # Each (query, text) pair runs through the model together, merged with other requests' pairs.
+    encodings = served.tokenize([(body.query, text) for text in texts], truncate=body.truncate, field="texts")
+    logits = np.array(await served.infer(encodings, request), dtype=np.float64)
+    scores = logits if body.raw_scores else served.pipeline.scores(logits)
+    order = np.argsort(-scores, kind="stable")
+    return JSONResponse([{"index": int(i), "score": float(scores[i]), **({"text": texts[i]} if body.return_text else {})}
+                         for i in order])
+
+
 @router.post("/ner")
 async def ner(body: NerRequest, request: Request):
     state = request.app.state.onnxport
     served = state.model(body.model, "/ner")
     texts, single = request_items(body.inputs, field="inputs", limits=state.limits)
-    encodings = served.tokenize(texts, truncate=body.truncate, field="inputs")
-    rows = await served.infer(encodings, request)
-    results = [served.pipeline.entities(text, encoding, probabilities, body.aggregation)
-               for text, encoding, probabilities in zip(texts, encodings, rows)]
+    # Long texts run in overlapping windows, so `truncate` has nothing to cut or refuse here.
+    windows = served.tokenize_windows(texts)
+    rows = await served.infer(flat_windows(windows), request)
+    results = [served.pipeline.entities(text, text_windows, text_rows, body.aggregation)
+               for text, text_windows, text_rows in zip(texts, windows, per_text(rows, windows))]
     return JSONResponse(results[0] if single else results)
 
 

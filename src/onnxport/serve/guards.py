@@ -9,8 +9,8 @@ import hmac
 from .api_status import OPEN_PATHS
 from .problems import Problem, problem_response
 
-KNOWN_ROUTES = frozenset({"/v1/embeddings", "/v1/models", "/embed", "/classify", "/ner", "/tokenize", "/info",
-                          *OPEN_PATHS})
+KNOWN_ROUTES = frozenset({"/v1/embeddings", "/v1/models", "/embed", "/rerank", "/classify", "/ner", "/tokenize",
+                          "/info", *OPEN_PATHS})
 
 
 def route_label(path: str) -> str:

@@ -25,6 +25,9 @@ def request_items(value, *, field: str, limits: Limits) -> tuple[list, bool]:
         if isinstance(item, str) and not item.strip():
             raise Problem(400, f"{field}[{index}] is an empty text; send text with at least one word, or leave "
                                "the item out", reason="empty_input", param=field)
+        if isinstance(item, tuple) and not all(half.strip() for half in item):
+            raise Problem(400, f"{field}[{index}] is a pair with an empty text; send both texts of the pair, or "
+                               "the other one alone as a text", reason="empty_input", param=field)
     return items, single
 
 

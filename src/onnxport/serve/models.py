@@ -23,6 +23,7 @@ ROUTES_BY_TASK = {
     Task.FEATURE_EXTRACTION: EMBEDDING_ROUTES,
     Task.TOKEN_CLASSIFICATION: ("/ner", "/tokenize"),
     Task.SEQUENCE_CLASSIFICATION: ("/classify", "/tokenize"),
+    Task.TEXT_RANKING: ("/rerank", "/tokenize"),
 }
 
 
@@ -110,13 +111,14 @@ class ServedModel:
     # --- turning a request's items into rows -------------------------------------------
 
     def tokenize(self, items: list, *, truncate: bool, field: str) -> list:
-        """Encodings for texts (or token-id lists): over-long items are cut, or a 422 naming
-        the item when truncate is false."""
+        """Encodings for texts (or token-id lists, or (first, second) pairs): over-long items
+        are cut, or a 422 naming the item when truncate is false."""
         started = time.perf_counter()
         if items and isinstance(items[0], list):
             encodings = self._from_ids(items, truncate=truncate, field=field)
         else:
-            encodings = self.pipeline.tokenize(items, truncate=True)
+            pairs = bool(items) and isinstance(items[0], tuple)
+            encodings = (self.pipeline.tokenize_pairs if pairs else self.pipeline.tokenize)(items, truncate=True)
             if not truncate:
                 for index, encoding in enumerate(encodings):
                     if encoding.overflowing:
@@ -126,6 +128,15 @@ class ServedModel:
         if self.metrics is not None:
             self.metrics.observe_tokenize(self.name, started, sum(len(e.ids) for e in encodings))
         return encodings
+
+    def tokenize_windows(self, texts: list[str]) -> list[list]:
+        """Per text, its window encodings (token classification): a long text is run in
+        overlapping windows, each its own item in the batcher, so nothing is cut."""
+        started = time.perf_counter()
+        windows = self.pipeline.windows(texts)
+        if self.metrics is not None:
+            self.metrics.observe_tokenize(self.name, started, sum(len(e.ids) for w in windows for e in w))
+        return windows
 
     def _from_ids(self, items: list[list[int]], *, truncate: bool, field: str) -> list:
         vocabulary = self.pipeline.encoder.vocab_size

@@ -50,6 +50,8 @@ FIELD_SHAPES = {
     "inputs": "a string or a list of strings",
 }
 _UNION_TAGS = ("str", "int", "list[", "function-")
+# ... where the field also takes sentence pairs (/classify)
+_PAIRS_SHAPE = ", or a list of [first, second] sentence pairs"
 
 
 def validation_message(errors: list[dict]) -> str:
@@ -83,7 +85,8 @@ def validation_message(errors: list[dict]) -> str:
         indices = [p for p in error["loc"] if isinstance(p, int)]
         where = field + "".join(f"[{i}]" for i in indices)
         got = f"{where} is {error.get('input')!r}" if indices else f"got {type(error.get('input')).__name__}"
-        parts[field] = f"{field} must be {FIELD_SHAPES[field]}; {got}"
+        shape = FIELD_SHAPES[field] + (_PAIRS_SHAPE if any("tuple[" in tag for tag in by_branch) else "")
+        parts[field] = f"{field} must be {shape}; {got}"
     messages = list(parts.values())
     more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
     return "; ".join(messages[:3]) + more

@@ -9,6 +9,8 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 Texts = Union[StrictStr, list[StrictStr]]
+# [[first, second], ...]: sentence pairs (NLI premise and hypothesis), for /classify
+Pairs = list[tuple[StrictStr, StrictStr]]
 TokenIds = Union[list[StrictInt], list[list[StrictInt]]]
 
 
@@ -37,9 +39,19 @@ class EmbedRequest(_Body):
 
 
 class ClassifyRequest(_Body):
-    inputs: Texts
+    inputs: Union[Texts, Pairs]
     top_k: Optional[StrictInt] = None
     raw_scores: StrictBool = False
+    truncate: StrictBool = True
+
+
+class RerankRequest(_Body):
+    """text-embeddings-inference's POST /rerank."""
+
+    query: StrictStr
+    texts: list[StrictStr]
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
     truncate: StrictBool = True
 
 

@@ -25,6 +25,7 @@ import onnxport
 from ..core.artifact import verdict_of
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
+from ..core.spec import Pooling
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
 from . import render
@@ -143,9 +144,9 @@ def main(debug: bool) -> None:
               help="Folder of the model's tokenizer, when the model folder has none [default: the model folder].")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--task", type=click.Choice(["feature-extraction", "sentence-embedding", "token-classification",
-                                           "sequence-classification"]),
+                                           "sequence-classification", "text-ranking"]),
               help="What to export [default: detected from the model].")
-@click.option("--pooling", type=click.Choice(["mean", "cls", "max", "pooler", "mean-sqrt-len", "last-token"]),
+@click.option("--pooling", type=click.Choice([p.value for p in Pooling]),
               help="Sentence-embedding pooling [default: from the sentence-transformers config, else mean].")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalize sentence embeddings.")
 @click.option("--opset", type=int, help="ONNX opset [default: newest the target onnxruntime runs].")
@@ -354,13 +355,16 @@ def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat
     render.print_profile(data, depth)
 
 
-def pipeline_options(command):
-    """Options shared by embed, ner and classify."""
-    options = [
+PAIR_FIELD = "text_pair"  # what transformers' text-classification pipeline calls a pair's second text
+
+
+def _run_options(formats: str = ".jsonl, .npy or .parquet") -> list:
+    """Options of every verb that runs an artifact over texts (embed, ner, classify, rerank)."""
+    return [
         click.argument("artifact", type=click.Path(path_type=Path)),
         click.argument("inputs", nargs=-1),
         click.option("-o", "--output", type=click.Path(path_type=Path),
-                     help="Write .jsonl, .npy or .parquet [default: JSON Lines on stdout]."),
+                     help=f"Write {formats} [default: JSON Lines on stdout]."),
         click.option("--text-field", default="text", show_default=True, help="Text field of .jsonl/.csv/.parquet."),
         click.option("--id-field", default="id", show_default=True, help="Id field of .jsonl/.csv/.parquet."),
         click.option("--skip-bad", is_flag=True, help="Skip bad input rows (each is reported) instead of stopping."),
@@ -370,9 +374,28 @@ def pipeline_options(command):
         click.option("--providers", help="Comma-separated onnxruntime providers, e.g. cuda,cpu."),
         click.option("--threads", type=int, help="Intra-op threads [default: physical cores]."),
         click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True),
+    ]
+
+
+def _apply(command, options: list):
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def pipeline_options(command):
+    """Options shared by embed, ner and classify."""
+    options = _run_options()[:4] + [
+        click.option("--pair-field", help="classify only: each .jsonl/.csv/.parquet row is a sentence pair, its first "
+                                          "text in --text-field and its second in this field (a row without it is "
+                                          "bad). Without this option, classify reads a row that has a "
+                                          f"'{PAIR_FIELD}' field as a pair (the transformers pipeline's convention); "
+                                          "text arguments are always separate texts."),
+    ] + _run_options()[4:] + [
         click.option("--truncate/--no-truncate", default=True, show_default=True,
                      help="Cut texts longer than the model takes; --no-truncate: such a text is an error "
-                          "(exit 2; with --engine ray a failed row)."),
+                          "(exit 2; with --engine ray a failed row). ner cuts nothing: it runs a long "
+                          "text in overlapping windows."),
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="ray: run on a Ray cluster (onnxport[ray]); INPUT is Parquet/JSONL files, dirs or globs, "
                           "-o OUT.parquet|OUT.jsonl a directory of part files (docs/scale.md)."),
@@ -384,16 +407,15 @@ def pipeline_options(command):
         click.option("--cpus-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
                      help="With --engine ray: CPUs (and onnxruntime threads) per actor."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _apply(command, options)
 
 
-def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind,
-                  providers, threads, backend, truncate, engine, address, actors, cpus_per_actor,
+def _run_pipeline(method: str, artifact, inputs, output, text_field, pair_field, id_field, skip_bad, batch_size,
+                  model_kind, providers, threads, backend, truncate, engine, address, actors, cpus_per_actor,
                   **method_options) -> None:
     from .textio import check_output, read_rows, write_results
 
+    _check_pair_field(method, pair_field, text_field, engine)
     if engine == "ray":
         return _run_on_ray(method, artifact, inputs, output, text_field=text_field, skip_bad=skip_bad,
                            batch_size=batch_size, model=model_kind, providers=providers, threads=threads,
@@ -406,26 +428,61 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, id_field, s
         raise click.UsageError(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --engine ray")
     check_output(output)
     rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
+                     pair_field=pair_field or (PAIR_FIELD if method == "classify" else None),
+                     pair_optional=pair_field is None,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                              threads=threads, backend=backend, truncate=truncate)
     # load() names the onnx file it picked in its own notice; say the rest once.
-    console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{len(rows)} text{'' if len(rows) == 1 else 's'}[/]")
+    console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{_count_rows(rows)}[/]")
     run = getattr(pipeline, method, None)
     if run is None:
         raise InputError(f"{artifact} is a {pipeline.artifact.task.value} artifact; `onnxport {_COMMANDS[method]}` "
                          f"needs {_TASKS[method]}")
-    texts = [row.text for row in rows]
+    texts = [row.item for row in rows]  # a text, or a (first, second) pair
     chunk = max(batch_size * 8, 256)
     results: list = []
     with _progress(len(texts) > chunk) as progress:
         task = progress.add_task(method, total=len(texts)) if progress else None
         for start in range(0, len(texts), chunk):
-            part = run(texts[start:start + chunk], batch_size=batch_size, **method_options)
+            part = _run_items(run, texts[start:start + chunk], batch_size=batch_size, **method_options)
             results.extend(_as_records(method, part))
             if progress:
                 progress.update(task, advance=len(part))
     write_results(rows, results, output)
+
+
+def _check_pair_field(method: str, pair_field: str | None, text_field: str, engine: str) -> None:
+    if pair_field is None:
+        return
+    if method != "classify":
+        raise click.UsageError(f"--pair-field is for `onnxport classify`; `onnxport {_COMMANDS[method]}` takes single "
+                               "texts: drop --pair-field")
+    if pair_field == text_field:
+        raise click.UsageError(f"--pair-field and --text-field are both {pair_field!r}; name the field of the "
+                               "pair's second text")
+    if engine == "ray":
+        raise click.UsageError("--engine ray classifies single texts, not pairs; classify pairs with --engine local "
+                               "(the default)")
+
+
+def _count_rows(rows) -> str:
+    pairs = sum(row.pair is not None for row in rows)
+    texts = len(rows) - pairs
+    parts = [f"{n} {word}{'' if n == 1 else 's'}" for n, word in ((texts, "text"), (pairs, "pair")) if n or not pairs]
+    return " and ".join(parts)
+
+
+def _run_items(run, items: list, **options) -> list:
+    """`run` over texts and (first, second) pairs: a pipeline takes one kind per call, so
+    each kind runs on its own and the results go back in input order."""
+    results: list = [None] * len(items)
+    for pairs in (False, True):
+        indices = [i for i, item in enumerate(items) if isinstance(item, tuple) == pairs]
+        if indices:
+            for index, result in zip(indices, run([items[i] for i in indices], **options)):
+                results[index] = result
+    return results
 
 
 def _run_on_ray(method: str, artifact, inputs, output, *, text_field, skip_bad, batch_size, model, providers,
@@ -501,7 +558,9 @@ def embed(artifact, inputs, **options):
 @click.option("--aggregation", type=click.Choice(["simple", "first", "max", "average"]), default="simple",
               show_default=True, help="How token labels become word and entity labels.")
 def ner(artifact, inputs, aggregation, **options):
-    """Entities (label, text, start, end, score) for texts."""
+    """Entities (label, text, start, end, score) for texts; a text longer than the model's
+    window is run in overlapping windows (an eighth of the window overlaps), as
+    transformers' token-classification pipeline does with `stride`."""
     _run_pipeline("extract", artifact, inputs, aggregation=aggregation, **options)
 
 
@@ -509,8 +568,49 @@ def ner(artifact, inputs, aggregation, **options):
 @pipeline_options
 @click.option("--top-k", type=int, default=1, show_default=True, help="How many labels per text.")
 def classify(artifact, inputs, top_k, **options):
-    """Labels with scores for texts."""
+    """Labels with scores for texts, or for sentence pairs read from a file (--pair-field)."""
     _run_pipeline("classify", artifact, inputs, top_k=top_k, **options)
+
+
+def rerank_options(command):
+    """rerank's options: the documents are read like the other verbs' texts."""
+    return _apply(command, _run_options(".jsonl or .parquet") + [
+        click.option("-q", "--query", required=True, help="The query the documents are ranked for."),
+        click.option("--top-k", type=click.IntRange(min=1), help="Keep the best K documents [default: all]."),
+        click.option("--truncate/--no-truncate", default=True, show_default=True,
+                     help="Cut a (query, document) pair longer than the model takes, the longer text first; "
+                          "--no-truncate: such a pair is an error (exit 2)."),
+    ])
+
+
+@main.command()
+@rerank_options
+def rerank(artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind, providers, threads,
+           backend, truncate, query, top_k):
+    """Rank documents (arguments, a file, or stdin) by relevance to --query with a text-ranking
+    (cross-encoder) artifact: one JSON line per document, best first, with its rank, score and
+    index in the input.
+
+    \b
+    onnxport rerank out/reranker -q "capital of France" docs.jsonl --top-k 3
+    """
+    from .textio import check_output, read_rows, write_results
+
+    check_output(output)
+    if output is not None and output.suffix.lower() == ".npy":
+        raise click.UsageError("rerank writes .jsonl or .parquet (a ranked list, not a matrix); pick one of those")
+    if not query.strip():
+        raise click.UsageError("--query is empty; give the text to rank the documents for")
+    rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
+                     warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
+    pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
+                             threads=threads, backend=backend, truncate=truncate)
+    ranked = pipeline.rerank(query, [row.text for row in rows], top_k=top_k, return_documents=False,
+                             batch_size=batch_size)
+    console.print(f"[dim]{len(rows)} document{'s' if len(rows) != 1 else ''} ranked for the query[/]")
+    write_results([rows[r["index"]] for r in ranked],
+                  [{"rank": rank, "score": r["score"], "index": r["index"]} for rank, r in enumerate(ranked, 1)],
+                  output)
 
 
 def _bench_batch_sizes(ctx, param, value):
@@ -574,7 +674,8 @@ def bench(artifact, texts, batch_sizes, against, report_dir, quick, threads):
               show_default=True)
 def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, run_tokens, max_batch_requests,
           max_client_batch_size, max_queue, payload_limit, threads, log_level):
-    """Serve artifacts over HTTP: OpenAI /v1/embeddings, /embed, /classify, /ner, /tokenize (docs/serve.md)."""
+    """Serve artifacts over HTTP: OpenAI /v1/embeddings, /embed, /rerank, /classify, /ner, /tokenize
+    (docs/serve.md)."""
     from ..serve import create_app, require_serve_extra
 
     require_serve_extra()

@@ -9,9 +9,12 @@ Inputs (`read_rows`):
     one FILE.parquet     a text column and an optional id column (needs pyarrow)
     anything else        each argument is one text
 
-Every row becomes a `Row(id, text, line)`. A bad row stops the run with its file and line
-number, or with `skip_bad` is skipped with a warning. A directory, a binary file (NUL bytes)
-or one that is not UTF-8 is an InputError naming it.
+Every row becomes a `Row(id, text, line, pair)`. With `pair_field`, the rows of .jsonl, .csv
+and .parquet files are sentence pairs: `text` is the first text, `pair` the second (a row
+without it is bad); with `pair_optional`, only the rows that have the field are pairs. A bad
+row stops the run with its file and line number, or with `skip_bad` is skipped with a
+warning. A directory, a binary file (NUL bytes) or one that is not UTF-8 is an InputError
+naming it.
 
 Outputs (`write_results`): JSON Lines on stdout, or a .jsonl, .npy or .parquet file written
 atomically (a temp file in the same directory, then `os.replace`), so a failure never leaves
@@ -62,11 +65,18 @@ class Row:
     id: the --id-field value when the input has one, else the row's 0-based position.
     line: the 1-based line of the row in its file (csv: the row number, the header being
     line 1; parquet: the 1-based row index); for text arguments, the argument's position.
+    pair: the second text of a sentence pair (read with `pair_field`), else None.
     """
 
     id: str | int
     text: str
     line: int
+    pair: str | None = None
+
+    @property
+    def item(self) -> str | tuple[str, str]:
+        """What a pipeline takes for this row: the text, or the (text, pair) tuple."""
+        return self.text if self.pair is None else (self.text, self.pair)
 
 
 # --------------------------------------------------------------------------- reading
@@ -77,6 +87,8 @@ def read_rows(
     *,
     text_field: str = "text",
     id_field: str = "id",
+    pair_field: str | None = None,
+    pair_optional: bool = False,
     skip_bad: bool = False,
     warn: Callable[[str], None] | None = None,
     stdin: TextIO | None = None,
@@ -87,21 +99,27 @@ def read_rows(
     per line; a single existing .txt, .jsonl, .csv or .parquet path reads that file; anything
     else makes each argument one text. A bad row raises InputError naming the file and line,
     unless `skip_bad`, which skips it and calls `warn` (default: print to stderr).
+    `pair_field` reads sentence pairs from file rows (every row needs it, unless
+    `pair_optional`: then rows without it are single texts).
     """
     if isinstance(inputs, str):
         raise TypeError("read_rows() takes a sequence of input arguments, not a single string")
     inputs = list(inputs)
     if warn is None:
         warn = _warn_stderr
-    reader = _Reader(skip_bad=skip_bad, warn=warn)
+    reader = _Reader(skip_bad=skip_bad, warn=warn, pair_field=pair_field, pair_optional=pair_optional)
 
     if not inputs or inputs == ["-"]:
+        _check_rows_have_fields(reader, "the lines on stdin")
         rows = reader.lines(_read_stdin(stdin), "<stdin>")
         source = "stdin"
     else:
         path = _input_file(inputs)
         if path is None:
+            _check_rows_have_fields(reader, "the text arguments")
             return [Row(id=i, text=text, line=i + 1) for i, text in enumerate(inputs)]
+        if path.suffix.lower() not in _FIELD_SUFFIXES:
+            _check_rows_have_fields(reader, f"the lines of {path}")
         rows = _read_file(reader, path, text_field, id_field)
         source = str(path)
     _check_not_empty(rows, reader, source)
@@ -121,6 +139,17 @@ def read_texts(path: str | Path, *, text_field: str = "text") -> list[str]:
     rows = _read_file(reader, path, text_field, "id")
     _check_not_empty(rows, reader, str(path))
     return [row.text for row in rows]
+
+
+_FIELD_SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def _check_rows_have_fields(reader: "_Reader", source: str) -> None:
+    """Pairs come from named fields: plain lines and text arguments have none."""
+    if reader.pair_field is not None and not reader.pair_optional:
+        raise InputError(f"sentence pairs are read from two fields of each row, but {source} give plain texts "
+                         f"(one per line or argument); pass a {'/'.join(_FIELD_SUFFIXES)} file whose rows have the "
+                         f"first text and a {reader.pair_field!r} field")
 
 
 def _read_file(reader: "_Reader", path: Path, text_field: str, id_field: str) -> list[Row]:
@@ -272,11 +301,28 @@ class _BadRow(Exception):
 
 
 class _Reader:
-    def __init__(self, *, skip_bad: bool, warn: Callable[[str], None], hint: str = _SKIP_HINT) -> None:
+    def __init__(self, *, skip_bad: bool, warn: Callable[[str], None], hint: str = _SKIP_HINT,
+                 pair_field: str | None = None, pair_optional: bool = False) -> None:
         self.skip_bad = skip_bad
         self.warn = warn
         self.hint = hint
         self.skipped = 0
+        self.pair_field = pair_field
+        self.pair_optional = pair_optional
+
+    def pair(self, text: str, value: Any, present: bool, text_field: str) -> str | None:
+        """The row's second text, None for a single text, or _BadRow: a pair needs both texts."""
+        field = self.pair_field
+        if field is None or (self.pair_optional and not present):
+            return None
+        if not present:
+            raise _BadRow(f"no {field!r} field, the second text of the pair")
+        if not isinstance(value, str):
+            raise _BadRow(f"{field!r} (the second text of the pair) is {_json_kind(value)}, not a string")
+        for name, half in ((text_field, text), (field, value)):
+            if not half.strip():
+                raise _BadRow(f"{name!r} is empty, and a pair needs both texts")
+        return value
 
     def bad(self, source: str, line: int, reason: str) -> None:
         if not self.skip_bad:
@@ -309,11 +355,12 @@ class _Reader:
                 value = record[text_field]
                 if not isinstance(value, str):
                     raise _BadRow(f"{text_field!r} is {_json_kind(value)}, not a string")
+                pair = self.pair(value, record.get(self.pair_field), self.pair_field in record, text_field)
                 row_id = _check_id(record.get(id_field), id_field, position)
             except _BadRow as error:
                 self.bad(source, number, str(error))
             else:
-                rows.append(Row(id=row_id, text=value, line=number))
+                rows.append(Row(id=row_id, text=value, line=number, pair=pair))
             position += 1
         return rows
 
@@ -333,8 +380,10 @@ class _Reader:
                     f"{source} has no {text_field!r} column; its columns are "
                     f"{_names(header)}: pass --text-field with one of them"
                 )
+            self._check_pair_column(source, header)
             text_at = header.index(text_field)
             id_at = header.index(id_field) if id_field in header else None
+            pair_at = header.index(self.pair_field) if self.pair_field in header else None
             rows: list[Row] = []
             position = 0
             for record in records:
@@ -357,7 +406,14 @@ class _Reader:
                     row_id: str | int = position
                     if id_at is not None and id_at < len(record) and record[id_at] != "":
                         row_id = record[id_at]
-                    rows.append(Row(id=row_id, text=record[text_at], line=number))
+                    try:
+                        # a short row lacks its last columns: for a pair, no second text
+                        pair = self.pair(record[text_at], record[pair_at] if pair_at is not None and
+                                         pair_at < len(record) else None, pair_at is not None, text_field)
+                    except _BadRow as error:
+                        self.bad(source, number, str(error))
+                    else:
+                        rows.append(Row(id=row_id, text=record[text_at], line=number, pair=pair))
                 position += 1
         except csv.Error as error:
             raise InputError(f"{source} line {number + 1}: not valid CSV ({error}); fix the file") from None
@@ -381,8 +437,18 @@ class _Reader:
                 f"{source} column {text_field!r} holds {schema.field(text_field).type}, not "
                 "strings; pass --text-field with a string column"
             )
+        self._check_pair_column(source, names)
         columns = [text_field]
-        if id_field in names and id_field != text_field:
+        pair_column = self.pair_field if self.pair_field in names else None
+        if pair_column is not None:
+            if not _is_string_type(pa, schema.field(pair_column).type):
+                raise InputError(
+                    f"{source} column {pair_column!r} holds {schema.field(pair_column).type}, not strings; "
+                    "pass --pair-field with a string column"
+                )
+            if pair_column != text_field:
+                columns.append(pair_column)
+        if id_field in names and id_field not in columns:
             id_type = schema.field(id_field).type
             if not (_is_string_type(pa, id_type) or pa.types.is_integer(_value_type(pa, id_type))):
                 raise InputError(
@@ -401,13 +467,26 @@ class _Reader:
             ids = table.column(id_field).to_pylist()
         else:
             ids = [None] * len(texts)
+        seconds = table.column(pair_column).to_pylist() if pair_column is not None else [None] * len(texts)
         rows: list[Row] = []
-        for position, (value, row_id) in enumerate(zip(texts, ids)):
+        for position, (value, row_id, second) in enumerate(zip(texts, ids, seconds)):
             if value is None:
                 self.bad(source, position + 1, f"{text_field!r} is null")
                 continue
-            rows.append(Row(id=position if row_id is None else row_id, text=value, line=position + 1))
+            try:
+                pair = self.pair(value, second, pair_column is not None, text_field)
+            except _BadRow as error:
+                self.bad(source, position + 1, str(error))
+                continue
+            rows.append(Row(id=position if row_id is None else row_id, text=value, line=position + 1, pair=pair))
         return rows
+
+    def _check_pair_column(self, source: str, names: list[str]) -> None:
+        if self.pair_field is not None and not self.pair_optional and self.pair_field not in names:
+            raise InputError(
+                f"{source} has no {self.pair_field!r} column for the pairs' second texts; its columns are "
+                f"{_names(names)}: pass --pair-field with one of them"
+            )
 
 
 def _check_id(value: Any, id_field: str, position: int) -> str | int:
@@ -506,8 +585,8 @@ def write_results(
         raise ValueError(f"{len(rows)} rows but {len(results)} results; give one result per row")
     kinds = [_kind(result, i) for i, result in enumerate(results)]
     for row, result, kind in zip(rows, results, kinds):
-        if kind == "dict" and ("id" in result or "text" in result):
-            clash = [k for k in ("id", "text") if k in result]
+        if kind == "dict" and any(k in result for k in _ROW_FIELDS):
+            clash = [k for k in _ROW_FIELDS if k in result]
             raise ValueError(f"result for row {row.id!r} has field(s) {clash}, which clash with the row's own")
 
     if output is None:
@@ -528,6 +607,9 @@ def write_results(
         table = _arrow_table(rows, results, kinds)
         pq = _pyarrow()[1]
         _atomic_write(output, lambda f: pq.write_table(table, f))
+
+
+_ROW_FIELDS = ("id", "text", "text_pair")
 
 
 def _kind(result: Any, index: int) -> str:
@@ -561,6 +643,8 @@ def _plain(value: Any) -> Any:
 
 def _record(row: Row, result: Any, kind: str) -> dict[str, Any]:
     record: dict[str, Any] = {"id": row.id, "text": row.text}
+    if row.pair is not None:
+        record["text_pair"] = row.pair
     if kind == "embedding":
         record["embedding"] = result.tolist()
     elif kind == "dict":
@@ -629,6 +713,8 @@ def _arrow_table(rows: Sequence[Row], results: Sequence[Any], kinds: list[str]) 
         "id": pa.array(ids, type=pa.string() if ids and isinstance(ids[0], str) else pa.int64()),
         "text": pa.array([row.text for row in rows], type=pa.string()),
     }
+    if any(row.pair is not None for row in rows):
+        columns["text_pair"] = pa.array([row.pair for row in rows], type=pa.string())
     kind = kinds[0] if kinds else "embedding"
     if kind == "embedding":
         columns["embedding"] = pa.array(

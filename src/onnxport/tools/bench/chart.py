@@ -16,7 +16,7 @@ CHART_SIZE = (1200, 600)  # pixels: 12 x 6 inches at 100 dpi
 
 
 def quality_text(quality: dict | None) -> str:
-    """A contender's quality in words: 'reference', cosines, or label / entity agreement."""
+    """A contender's quality in words: 'reference', cosines, label / entity or rank agreement."""
     if not quality:
         return "–"
     if quality.get("is_reference"):
@@ -24,6 +24,8 @@ def quality_text(quality: dict | None) -> str:
     m = quality["metrics"]
     if "mean_cosine" in m:
         text = f"cos {m['mean_cosine']:.5f} (min {m['min_cosine']:.5f})"
+    elif "rank_agreement" in m:
+        text = f"rank ρ {m['rank_agreement']:.4f}, top-1 {m['top1_agreement']:.1%}"
     elif "entity_f1" in m:
         text = f"tokens {m['label_agreement']:.1%}, entity F1 {m['entity_f1']:.3f}"
     else:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from ...checks.quality import quality_inputs
 from ...convert.references import open_torch_pipeline
 from ...core.artifact import Artifact
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
@@ -28,7 +29,8 @@ from .cold_start import _COLD_ONNX, _COLD_ST, _COLD_TORCH
 AGAINST = ("sentence-transformers",)
 EMBEDDING_TASKS = (Task.SENTENCE_EMBEDDING, Task.FEATURE_EXTRACTION)
 _METHODS = {Task.SENTENCE_EMBEDDING: "embed", Task.FEATURE_EXTRACTION: "embed",
-            Task.TOKEN_CLASSIFICATION: "extract", Task.SEQUENCE_CLASSIFICATION: "classify"}
+            Task.TOKEN_CLASSIFICATION: "extract", Task.SEQUENCE_CLASSIFICATION: "classify",
+            Task.TEXT_RANKING: "score"}
 
 
 class Runner(Protocol):
@@ -66,12 +68,19 @@ class PipelineRunner:
         self.output = pipeline.artifact.outputs[0]
 
     def run(self, texts: list[str], batch_size: int) -> Any:
-        return self.method(texts, batch_size=batch_size)
+        return self.method(self._inputs(texts), batch_size=batch_size)
+
+    def _inputs(self, texts: list[str]) -> list:
+        """The texts, or for a reranker (query, document) pairs made of them, as quality judges it."""
+        return quality_inputs(self.pipeline.artifact.task, texts)[0]
 
     def outputs(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         result: list[Any] = [None] * len(texts)
         per_token = SEQUENCE_AXIS in self.output.dims[1:2]
-        for indices, _, arrays, outputs in self.pipeline.run_batches(texts, 16):
+        inputs = self._inputs(texts)
+        encodings = (self.pipeline.tokenize_pairs(inputs) if self.pipeline.artifact.task is Task.TEXT_RANKING
+                     else self.pipeline.tokenize(inputs))
+        for indices, _, arrays, outputs in self.pipeline.run_encodings(encodings, 16):
             values = outputs[self.output.name]
             for row, index in enumerate(indices):
                 value = values[row][arrays["attention_mask"][row].astype(bool)] if per_token else values[row]
@@ -122,6 +131,11 @@ def _weights_size(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in files) or None
 
 
+def _cold_call(art: Artifact) -> dict:
+    """What the cold-start script calls: the task's verb, and whether it takes pairs."""
+    return {"method": _METHODS[art.task], "pairs": art.task is Task.TEXT_RANKING}
+
+
 def torch_contender(art: Artifact, *, threads: int) -> Contender:
     """The artifact's source model in PyTorch, through the same pipeline (backend='torch')."""
     source = art.manifest.get("source", {}).get("path")
@@ -139,7 +153,7 @@ def torch_contender(art: Artifact, *, threads: int) -> Contender:
     return Contender("pytorch", "pytorch", load_torch, file=source, unavailable=reason,
                      size_bytes=_weights_size(Path(source)) if source else None,
                      cold_start={"script": _COLD_TORCH, "args": {"artifact": str(art.path), "threads": threads,
-                                                                 "method": _METHODS[art.task]}})
+                                                                 **_cold_call(art)}})
 
 
 def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequence[str] | None = None) -> Contender:
@@ -154,7 +168,7 @@ def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequenc
         file=name, size_bytes=size, verified=verified,
         cold_start={"script": _COLD_ONNX, "args": {"artifact": str(art.path), "model": kind, "threads": threads,
                                                    "providers": list(providers) if providers else None,
-                                                   "method": _METHODS[art.task]}})
+                                                   **_cold_call(art)}})
 
 
 def sentence_transformers_contenders(art: Artifact, *, threads: int) -> list[Contender]:
