@@ -144,6 +144,23 @@ def test_ner_and_classify_round_trip(tmp_path, tiny_ner_artifact):
     assert wrong.exit_code == 2 and "classify" in wrong.output
 
 
+def test_ner_stride_option_is_the_pipelines(tmp_path, tiny_ner_artifact):
+    long_text = " ".join(["Bangalore to Mumbai on Friday by the night bus"] * 20)  # several 64-token windows
+    ner = onnxport.load(tiny_ner_artifact)
+    for flag, stride in (("0", 0), ("9", 9), ("none", None), ("auto", "auto")):
+        out = tmp_path / f"ner-{flag}.jsonl"
+        result = invoke("ner", tiny_ner_artifact, long_text, "--stride", flag, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert jsonl(out.read_text(encoding="utf-8"))[0]["entities"] == \
+            json.loads(json.dumps(ner.extract(long_text, stride=stride)))
+    assert ner.extract(long_text, stride=None) != ner.extract(long_text)  # the option changes something
+    for bad in ("-1", "x", "10000"):
+        result = CliRunner().invoke(main, ["ner", str(tiny_ner_artifact), long_text, "--stride", bad])
+        assert result.exit_code == 2 and "stride" in result.output and "Traceback" not in result.output
+    cut = CliRunner().invoke(main, ["ner", str(tiny_ner_artifact), long_text, "--stride", "none", "--no-truncate"])
+    assert cut.exit_code == 2 and "longer than" in cut.output
+
+
 def test_classify_to_parquet(tmp_path, tiny_bert_folder, wordpiece_tokenizer):
     import pyarrow.parquet as pq
     import torch

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import onnxport
 from onnxport import scale
 from onnxport.core.sample_texts import builtin_texts
-from onnxport.errors import ArtifactError, MissingDependency
+from onnxport.errors import ArtifactError, InputError, MissingDependency
 from onnxport.tools.cli import main
 
 ray = pytest.importorskip("ray", reason="onnxport[ray] is part of the test install (onnxport[all])")
@@ -102,6 +102,31 @@ def test_map_dataset_ner_equals_extract(tiny_ner_artifact):
         assert [(e["label"], e["text"], e["start"], e["end"]) for e in row["entities"]] == \
                [(e["label"], e["text"], e["start"], e["end"]) for e in want]
         assert np.allclose([e["score"] for e in row["entities"]], [e["score"] for e in want], atol=1e-5)
+
+
+def test_map_dataset_ner_stride_and_classify_pairs(tiny_ner_artifact, tiny_cls_artifact):
+    texts = corpus(40)
+    dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts}))
+    ner = onnxport.load(tiny_ner_artifact)
+    for stride in (0, None):
+        result = scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", stride=stride, actors=1).take_all()
+        expected = ner.extract(texts, stride=stride)
+        for row in result:
+            assert [(e["label"], e["start"], e["end"]) for e in row["entities"]] == \
+                [(e["label"], e["start"], e["end"]) for e in expected[row["key"]]]
+    with pytest.raises(InputError, match="stride"):
+        scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", stride=10_000)
+
+    # A row holding a pair's second text is not classified as a single text: it fails, and says why.
+    seconds = [None if i % 3 else f"second text {i}" for i in range(len(texts))]
+    with_pairs = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts, "text_pair": seconds}))
+    rows = scale.map_dataset(with_pairs, tiny_cls_artifact, task_fn="classify", actors=1).take_all()
+    expected = onnxport.load(tiny_cls_artifact).classify(texts)
+    for row in rows:
+        if seconds[row["key"]] is None:
+            assert row["error"] is None and row["labels"][0]["label"] == expected[row["key"]][0]["label"]
+        else:
+            assert "text_pair" in row["error"] and not row["labels"]
 
 
 def test_cli_classify_jsonl_on_ray_equals_classify(tmp_path, tiny_cls_artifact):

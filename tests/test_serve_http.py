@@ -396,6 +396,20 @@ def test_ner_labels_a_long_text_in_windows_whatever_truncate_says(http, ner):
             np.testing.assert_allclose([e["score"] for e in entities], [e["score"] for e in reference], atol=1e-6)
 
 
+def test_ner_stride_is_the_pipelines(http, ner):
+    text = " ".join(random.Random(4).choice(_WORDS) for _ in range(200))
+    for stride in (0, 7, None):
+        response = http.post("/ner", json={"model": "ner", "inputs": text, "stride": stride})
+        assert response.status_code == 200, response.text
+        expected = ner.extract(text, stride=stride)
+        assert [(e["label"], e["start"], e["end"]) for e in response.json()] == \
+            [(e["label"], e["start"], e["end"]) for e in expected]
+    # One window, cut: with truncate false that is refused, as on the other routes.
+    refused = http.post("/ner", json={"model": "ner", "inputs": [LONG_TEXT], "stride": None, "truncate": False})
+    assert_problem(refused, 422, mentions=["inputs[0]", "64"])
+    assert_problem(http.post("/ner", json={"model": "ner", "inputs": "x", "stride": 500}), 422, mentions=["stride"])
+
+
 @pytest.mark.parametrize("model", [None, "cls"])
 def test_tokenize_route(http, minilm_artifact, tiny_cls_artifact, model):
     from tokenizers import Tokenizer

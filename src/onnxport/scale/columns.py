@@ -85,6 +85,16 @@ def check_no_pairs(names: list[str], task_fn: str, source: str) -> None:
                          "the texts alone")
 
 
+def pair_problems(table: Any, task_fn: str) -> list[str | None] | None:
+    """Per row, why it cannot be classified here (it holds a pair's second text), or None when
+    the batch has no pairs: a row whose second text were ignored would be a silent wrong answer.
+    The driver checks the first record (`check_no_pairs`); this catches pairs further on."""
+    if task_fn != "classify" or PAIR_COLUMN not in table.column_names:
+        return None
+    return [None if value is None else f"the row has a {PAIR_COLUMN!r} (a sentence pair), but Ray jobs classify "
+            "single texts; classify pairs without --engine ray" for value in table.column(PAIR_COLUMN).to_pylist()]
+
+
 def text_problem(value: Any, text_column: str) -> str | None:
     """Why `value` cannot be a row's text (None when it is a string)."""
     if isinstance(value, str):

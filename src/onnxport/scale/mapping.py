@@ -18,6 +18,7 @@ from ..core.artifact import FAILED, MODIFIED, Artifact
 from ..core.messages import notice
 from ..errors import InputError
 from ..runtime.pipelines import AGGREGATIONS, PIPELINES, VERB_TASKS, choose_model_file
+from ..runtime.tokenization import TextEncoder
 from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, TASK_METHODS
 from .compat import actor_pool_args, import_ray, split_blocks
 from .shipping import pack_artifact
@@ -35,8 +36,9 @@ IO_CPUS = 1
 def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str = "embed", text_column: str = "text",
                 output_column: str | None = None, error_column: str = ERROR_COLUMN, model: str = "auto",
                 batch_size: int = 32, rows_per_batch: int = ROWS_PER_BATCH, actors: int | None = None,
-                cpus_per_actor: int = 1, truncate: bool = True, aggregation: str = "simple", top_k: int = 1,
-                providers: Sequence[str] | None = None, worker: type = ArtifactWorker) -> Any:
+                cpus_per_actor: int = 1, truncate: bool = True, aggregation: str = "simple",
+                stride: int | str | None = "auto", top_k: int = 1, providers: Sequence[str] | None = None,
+                worker: type = ArtifactWorker) -> Any:
     """`dataset` with the artifact's results in `output_column` (default: embedding, entities or
     labels) and a per-row `error_column` (null when the row succeeded; else why, with an empty
     result). Every other column, ids included, is kept.
@@ -45,7 +47,7 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     rows per Ray batch, sorted by length into those runs. actors: size of the actor pool
     (default: the cluster's CPUs / cpus_per_actor); each actor runs onnxruntime with
     `cpus_per_actor` threads. truncate=False: a text over the model's length is a failed row.
-    aggregation (ner), top_k (classify): as in the pipelines.
+    aggregation and stride (ner), top_k (classify): as in the pipelines.
     """
     ray = import_ray()
     if not ray.is_initialized():
@@ -78,7 +80,10 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     notice(f"onnxport: {actors} actor{'s' if actors != 1 else ''} × {cpus_per_actor} CPU run {model_file} "
            f"({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) of {art.path}")
     shipment = [ray.put(pack_artifact(art, model_file))]  # in a list: Ray passes it on as a reference
-    options = {"aggregation": aggregation} if task_fn == "ner" else {"top_k": top_k} if task_fn == "classify" else {}
+    if task_fn == "ner" and stride not in ("auto", None):
+        TextEncoder.for_artifact(art).check_stride(stride)  # a bad stride is the caller's error, before any actor
+    options = ({"aggregation": aggregation, "stride": stride} if task_fn == "ner"
+               else {"top_k": top_k} if task_fn == "classify" else {})
     return split_blocks(dataset, rows_per_batch).map_batches(
         worker,
         batch_format="pyarrow",

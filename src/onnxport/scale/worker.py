@@ -18,7 +18,8 @@ from typing import Any
 from ..core.model_files import MODEL_CHOICES
 from ..runtime.entities import flat_windows, per_text
 from ..runtime.pipelines import load
-from .columns import check_columns, embedding_column, error_column, records_column, text_problem
+from .columns import (check_columns, embedding_column, error_column, pair_problems, records_column,
+                      text_problem)
 from .jsonl import PROBLEM_COLUMN
 from .shipping import open_shipped
 
@@ -55,10 +56,11 @@ class ArtifactWorker:
             table = table.remove_column(table.column_names.index(PROBLEM_COLUMN))
         check_columns(table.column_names, self.text_column, self.output_column, self.error_column, "the dataset")
         values = table.column(self.text_column).to_pylist()
+        pairs = pair_problems(table, self.task_fn) or [None] * len(values)
         results: list[Any] = [None] * len(values)
         rows = []
         for i, value in enumerate(values):
-            errors[i] = errors[i] or text_problem(value, self.text_column)
+            errors[i] = errors[i] or pairs[i] or text_problem(value, self.text_column)
             if errors[i] is None:
                 rows.append(i)
         windows = self._windows(rows, values, errors)
@@ -77,11 +79,12 @@ class ArtifactWorker:
 
     def _windows(self, rows: list[int], values: list, errors: list) -> list[list]:
         """Per row, its encodings: the overlapping windows of a text for NER (nothing is cut,
-        so nothing is refused), else one encoding, with an error set on a row over the
-        model's length when truncation is off."""
+        so nothing is refused), else (and for NER with stride None) one encoding, with an
+        error set on a row over the model's length when truncation is off."""
         texts = [values[i] for i in rows]
-        if self.task_fn == "ner":
-            return self.pipeline.windows(texts)
+        stride = self.options.get("stride", "auto")
+        if self.task_fn == "ner" and stride is not None:
+            return self.pipeline.windows(texts, stride=stride)
         encodings = self.pipeline.tokenize(texts, truncate=True)
         if not self.truncate:
             for row, encoding in zip(rows, encodings):

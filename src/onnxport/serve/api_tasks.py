@@ -64,8 +64,8 @@ async def ner(body: NerRequest, request: Request):
     state = request.app.state.onnxport
     served = state.model(body.model, "/ner")
     texts, single = request_items(body.inputs, field="inputs", limits=state.limits)
-    # Long texts run in overlapping windows, so `truncate` has nothing to cut or refuse here.
-    windows = served.tokenize_windows(texts)
+    # Long texts run in overlapping windows, so `truncate` matters only with stride null (one window).
+    windows = served.tokenize_windows(texts, stride=body.stride, truncate=body.truncate, field="inputs")
     rows = await served.infer(flat_windows(windows), request)
     results = [served.pipeline.entities(text, text_windows, text_rows, body.aggregation)
                for text, text_windows, text_rows in zip(texts, windows, per_text(rows, windows))]

@@ -129,11 +129,18 @@ class ServedModel:
             self.metrics.observe_tokenize(self.name, started, sum(len(e.ids) for e in encodings))
         return encodings
 
-    def tokenize_windows(self, texts: list[str]) -> list[list]:
+    def tokenize_windows(self, texts: list[str], *, stride: int | str | None = "auto", truncate: bool = True,
+                         field: str = "inputs") -> list[list]:
         """Per text, its window encodings (token classification): a long text is run in
-        overlapping windows, each its own item in the batcher, so nothing is cut."""
+        overlapping windows, each its own item in the batcher, so nothing is cut. stride None:
+        one window per text, cut (or a 422 when truncate is false), as `tokenize`."""
+        if stride is None:
+            return [[encoding] for encoding in self.tokenize(texts, truncate=truncate, field=field)]
         started = time.perf_counter()
-        windows = self.pipeline.windows(texts)
+        try:
+            windows = self.pipeline.windows(texts, stride=stride)
+        except InputError as error:
+            raise Problem(422, str(error), reason="bad_stride", param="stride") from None
         if self.metrics is not None:
             self.metrics.observe_tokenize(self.name, started, sum(len(e.ids) for w in windows for e in w))
         return windows

@@ -59,6 +59,8 @@ class NerRequest(_Body):
     inputs: Texts
     aggregation: Literal["simple", "first", "max", "average"] = "simple"
     truncate: StrictBool = True
+    # overlap of a long text's windows in tokens; "auto": an eighth of the window; null: cut at one window
+    stride: Union[StrictInt, Literal["auto"], None] = "auto"
 
 
 class TokenizeRequest(_Body):

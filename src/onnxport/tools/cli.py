@@ -395,7 +395,7 @@ def pipeline_options(command):
         click.option("--truncate/--no-truncate", default=True, show_default=True,
                      help="Cut texts longer than the model takes; --no-truncate: such a text is an error "
                           "(exit 2; with --engine ray a failed row). ner cuts nothing: it runs a long "
-                          "text in overlapping windows."),
+                          "text in overlapping windows (unless --stride none)."),
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="ray: run on a Ray cluster (onnxport[ray]); INPUT is Parquet/JSONL files, dirs or globs, "
                           "-o OUT.parquet|OUT.jsonl a directory of part files (docs/scale.md)."),
@@ -553,15 +553,33 @@ def embed(artifact, inputs, **options):
     _run_pipeline("embed", artifact, inputs, **options)
 
 
+def _stride(ctx, param, value):
+    if value is None or value == "auto":
+        return "auto"
+    if value == "none":
+        return None
+    try:
+        stride = int(value)
+    except ValueError:
+        stride = -1
+    if stride < 0:
+        raise click.BadParameter(f"{value!r} is not auto, none or a number of tokens (0 or more)")
+    return stride
+
+
 @main.command()
 @pipeline_options
 @click.option("--aggregation", type=click.Choice(["simple", "first", "max", "average"]), default="simple",
               show_default=True, help="How token labels become word and entity labels.")
-def ner(artifact, inputs, aggregation, **options):
+@click.option("--stride", callback=_stride, metavar="auto|none|N", default="auto", show_default=True,
+              help="A text longer than the model's window runs in windows overlapping by N tokens "
+                   "(auto: an eighth of the window; 0: side by side), as transformers' pipeline with "
+                   "stride=N; none: one window, the rest cut (or refused with --no-truncate).")
+def ner(artifact, inputs, aggregation, stride, **options):
     """Entities (label, text, start, end, score) for texts; a text longer than the model's
-    window is run in overlapping windows (an eighth of the window overlaps), as
-    transformers' token-classification pipeline does with `stride`."""
-    _run_pipeline("extract", artifact, inputs, aggregation=aggregation, **options)
+    window is run in overlapping windows, as transformers' token-classification pipeline
+    does with `stride`."""
+    _run_pipeline("extract", artifact, inputs, aggregation=aggregation, stride=stride, **options)
 
 
 @main.command()
