@@ -5,8 +5,9 @@ against the reference the caller passes (convert passes PyTorch) or, without one
 artifact's fp32 model.onnx when PyTorch verified that; quantized, fp16 and approximate
 files by quality against model.onnx (see `quality`). Padding invariance and running at
 each shape are checked too. No reference, or an unverified one, gives "not verified",
-never a pass. Sequence classifiers whose tokenizer joins two texts are also run on sentence
-pairs, some cut longest_first, so the pair template and its truncation are compared too.
+never a pass. Sequence classifiers and rerankers whose tokenizer joins two texts are also
+run on sentence pairs, some cut longest_first, so the pair template and its truncation are
+compared too.
 This module never imports torch: references come in as arguments.
 """
 
@@ -26,7 +27,7 @@ from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import QUALITY_DEFAULTS, encode_inputs, finite_rows, quality_checks, quality_inputs, row_cosines
+from .quality import QUALITY_DEFAULTS, finite_rows, quality_checks, quality_inputs, row_cosines
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
@@ -235,7 +236,7 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
     shapes = []
     onnx_results = []
     for number, (kind, batch) in enumerate(batches, 1):
-        arrays = _encode(encoder, batch)
+        arrays = encoder.encode_items(batch)
         shapes.append(list(arrays["input_ids"].shape))
         say(f"verifying {model_file}: batch {number}/{len(batches)} (b{shapes[-1][0]} x {shapes[-1][1]} tokens"
             f"{', ' + kind if kind else ''})")
@@ -267,11 +268,6 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
         reason = getattr(reference, "unverified_reason", None)
     return ParityReport(model_file, "atol", reference.name if reference is not None else "none", checks,
                         len(texts), shapes, unverified_reason=reason)
-
-
-def _encode(encoder: TextEncoder, batch: list) -> dict[str, np.ndarray]:
-    """The graph's arrays for a batch of texts or of (first, second) pairs."""
-    return encoder.encode_pairs(batch) if batch and isinstance(batch[0], tuple) else encoder.encode(batch)
 
 
 def _shown(item: str | tuple[str, str]) -> str | None:
@@ -333,7 +329,7 @@ def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs
             continue
         worst = {name: (0.0, None) for name in outputs}
         for row, text in enumerate(batch):
-            single = _encode(encoder, [text])
+            single = encoder.encode_items([text])
             try:
                 alone = model.run(single)
             except Exception as error:  # a graph with a fixed batch or sequence axis
@@ -386,7 +382,7 @@ def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts
     shapes = []
     inputs, shown = quality_inputs(art.task, texts)
     for start in range(0, len(inputs), 16):
-        arrays = encode_inputs(encoder, inputs[start:start + 16])
+        arrays = encoder.encode_items(inputs[start:start + 16])
         shapes.append(list(arrays["input_ids"].shape))
         say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(texts) // 16)} "
             f"(b{shapes[-1][0]} x {shapes[-1][1]} tokens)")

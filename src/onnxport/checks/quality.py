@@ -38,11 +38,6 @@ def quality_inputs(task: Task, texts: list[str]) -> tuple[list, list[str]]:
     return pairs, [f"{query} | {document}" for query, document in pairs]
 
 
-def encode_inputs(encoder, items: list) -> dict:
-    """Graph arrays for texts or (first, second) pairs (see `quality_inputs`)."""
-    return encoder.encode_pairs(items) if items and isinstance(items[0], tuple) else encoder.encode(items)
-
-
 def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
                    texts: list[str], limits: dict[str, float], labels: dict[int, str] | None) -> list[CheckResult]:
     """Quality of a reduced-precision model against the fp32 one, by task. Non-finite

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import QUALITY_DEFAULTS, encode_inputs, quality_checks, quality_inputs
+from ..checks.quality import QUALITY_DEFAULTS, quality_checks, quality_inputs
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
@@ -119,7 +119,7 @@ class _Calibration:
 
     def __init__(self, model_path: Path, encoder: TextEncoder, inputs: list, batch_size: int = 8):
         runner = OnnxModel(model_path)
-        self.feeds = iter([runner.feed(encode_inputs(encoder, inputs[i:i + batch_size]))
+        self.feeds = iter([runner.feed(encoder.encode_items(inputs[i:i + batch_size]))
                            for i in range(0, len(inputs), batch_size)])
 
     def get_next(self):
@@ -264,13 +264,13 @@ class _QualityProbe:
         self.art = art
         self.limits = limits
         inputs, self.texts = quality_inputs(art.task, texts)  # texts, or (query, document) pairs
-        self.batches = [encode_inputs(encoder, inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
+        self.batches = [encoder.encode_items(inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
         self.masks = [b["attention_mask"].astype(bool) for b in self.batches]
         reference = OnnxModel(art.model_path(MODEL_FILE))
         self.expected = [reference.run(b) for b in self.batches]
         # Ranking units needs only an order, so it reads every third input: a third of the cost.
         sample = inputs[::3] if len(inputs) >= 24 else inputs
-        self.sample_batches = [encode_inputs(encoder, sample[i:i + 16]) for i in range(0, len(sample), 16)]
+        self.sample_batches = [encoder.encode_items(sample[i:i + 16]) for i in range(0, len(sample), 16)]
         self.sample_masks = [b["attention_mask"].astype(bool) for b in self.sample_batches]
         self.sample_expected = [reference.run(b) for b in self.sample_batches]
 

@@ -135,6 +135,11 @@ class Pipeline:
         self._check_pair_segments()
         return self.encoder.tokenize_pairs(pairs, truncate=self.truncate if truncate is None else truncate)
 
+    def tokenize_items(self, items: Sequence, *, truncate: bool | None = None) -> list:
+        """`tokenize` for texts, `tokenize_pairs` when the items are (first, second) tuples."""
+        pairs = bool(items) and isinstance(items[0], tuple)
+        return (self.tokenize_pairs if pairs else self.tokenize)(items, truncate=truncate)
+
     def _check_pair_segments(self) -> None:
         # A graph exported without token_type_ids feeds zeros inside: a model with two segment
         # types would then read the second text as part of the first, a silent wrong answer.
@@ -312,10 +317,10 @@ class SequenceClassifier(Pipeline):
         hypothesis), or of each item of a list of texts or of pairs. One text or one pair
         gives one result, a list a list of results."""
         single = isinstance(text_or_texts, str) or is_one_pair(text_or_texts)
-        items, pairs = texts_or_pairs([text_or_texts] if single else text_or_texts,
-                                      what="a text, a (first, second) pair, or a list of either")
+        items, _ = texts_or_pairs([text_or_texts] if single else text_or_texts,
+                                  what="a text, a (first, second) pair, or a list of either")
         top_k = positive_int(top_k, "top_k")
-        encodings = self.tokenize_pairs(items) if pairs else self.tokenize(items)
+        encodings = self.tokenize_items(items)
         result: list[Any] = [None] * len(items)
         for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
             for index, logits in zip(indices, self.rows(batch, arrays, outputs)):

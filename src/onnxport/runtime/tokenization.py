@@ -162,6 +162,10 @@ class TextEncoder:
         """`encode` for (first, second) pairs."""
         return self.pad(self.tokenize_pairs(pairs))
 
+    def encode_items(self, items: Sequence) -> dict[str, np.ndarray]:
+        """`encode` for texts, or for (first, second) pairs when the items are tuples."""
+        return self.encode_pairs(items) if items and isinstance(items[0], tuple) else self.encode(items)
+
 
 def _separates_pairs(tokenizer) -> bool:
     """Whether the tokenizer's post-processor puts a special token between a pair's texts

@@ -117,8 +117,7 @@ class ServedModel:
         if items and isinstance(items[0], list):
             encodings = self._from_ids(items, truncate=truncate, field=field)
         else:
-            pairs = bool(items) and isinstance(items[0], tuple)
-            encodings = (self.pipeline.tokenize_pairs if pairs else self.pipeline.tokenize)(items, truncate=True)
+            encodings = self.pipeline.tokenize_items(items, truncate=True)
             if not truncate:
                 for index, encoding in enumerate(encodings):
                     if encoding.overflowing:

@@ -77,9 +77,7 @@ class PipelineRunner:
     def outputs(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         result: list[Any] = [None] * len(texts)
         per_token = SEQUENCE_AXIS in self.output.dims[1:2]
-        inputs = self._inputs(texts)
-        encodings = (self.pipeline.tokenize_pairs(inputs) if self.pipeline.artifact.task is Task.TEXT_RANKING
-                     else self.pipeline.tokenize(inputs))
+        encodings = self.pipeline.tokenize_items(self._inputs(texts))
         for indices, _, arrays, outputs in self.pipeline.run_encodings(encodings, 16):
             values = outputs[self.output.name]
             for row, index in enumerate(indices):
