@@ -323,9 +323,9 @@ def test_cli_pairs_only_where_they_make_sense(nli_artifact, tmp_path):
         assert result.exit_code == 2 and "--pair-field is for `onnxport classify`" in result.output
     args = invoke("classify", nli_artifact, "A man sings.", "Music.", "--pair-field", "hypothesis", "-o", out)
     assert args.exit_code == 2 and "pass a .jsonl/.csv/.parquet file" in args.output
-    ray = invoke("classify", nli_artifact, source, "--pair-field", "hypothesis", "--engine", "ray", "-o",
+    ray = invoke("classify", nli_artifact, source, "--pair-field", "nothing", "--engine", "ray", "-o",
                  tmp_path / "out.parquet")
-    assert ray.exit_code == 2 and "--engine ray classifies single texts" in ray.output
+    assert ray.exit_code == 2 and "no 'nothing' column" in ray.output  # checked before Ray starts
     long_pair = tmp_path / "long.jsonl"
     long_pair.write_text(json.dumps({"text": PREMISES[1], "text_pair": HYPOTHESES[4]}) + "\n", encoding="utf-8")
     strict = invoke("classify", nli_artifact, long_pair, "--no-truncate", "-o", out)
@@ -333,13 +333,24 @@ def test_cli_pairs_only_where_they_make_sense(nli_artifact, tmp_path):
     assert not out.exists()
 
 
-def test_ray_refuses_a_text_pair_column_before_starting(nli_artifact, tmp_path):
-    """Ray jobs classify single texts: a text_pair column would be ignored, so it is refused."""
-    source = tmp_path / "pairs.jsonl"
-    source.write_text(json.dumps({"text": "A man sings.", "text_pair": "Music."}) + "\n", encoding="utf-8")
-    result = invoke("classify", nli_artifact, source, "--engine", "ray", "-o", tmp_path / "out.parquet")
-    assert result.exit_code == 2 and "'text_pair' column (sentence pairs)" in result.output
-    assert not (tmp_path / "out.parquet").exists()
+def test_cli_pair_option_classifies_one_pair_from_the_command_line(nli_artifact, classifier, tmp_path):
+    premise, hypothesis = PAIRS[7]
+    out = tmp_path / "one.jsonl"
+    result = invoke("classify", nli_artifact, premise, "--pair", hypothesis, "--top-k", 3, "-o", out)
+    assert result.exit_code == 0, result.output
+    [record] = records(out.read_text(encoding="utf-8"))
+    assert (record["text"], record["text_pair"]) == (premise, hypothesis)
+    assert record["labels"] == json.loads(json.dumps(classifier.classify((premise, hypothesis), top_k=3)))
+    # Two arguments stay two texts, and the command says how to make them one pair.
+    two = invoke("classify", nli_artifact, premise, hypothesis)
+    assert two.exit_code == 0 and "--pair" in two.output
+    assert len(records(two.output)) == 2
+    for args, message in [((premise, "other", "--pair", hypothesis), "only INPUT"),
+                          (("--pair", hypothesis), "only INPUT"),
+                          ((premise, "--pair", " "), "no second text")]:
+        bad = CliRunner().invoke(main, ["classify", str(nli_artifact), *args, "-o", str(tmp_path / "bad.jsonl")])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert not (tmp_path / "bad.jsonl").exists()
 
 
 # ---------------------------------------------------------------- the HTTP server

@@ -117,16 +117,45 @@ def test_map_dataset_ner_stride_and_classify_pairs(tiny_ner_artifact, tiny_cls_a
     with pytest.raises(InputError, match="stride"):
         scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", stride=10_000)
 
-    # A row holding a pair's second text is not classified as a single text: it fails, and says why.
-    seconds = [None if i % 3 else f"second text {i}" for i in range(len(texts))]
+    # Rows with a text_pair value are sentence pairs, the others single texts, in one batch.
+    seconds = [None if i % 3 else f"second text {i} " * (i % 7) + "end" for i in range(len(texts))]
     with_pairs = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts, "text_pair": seconds}))
-    rows = scale.map_dataset(with_pairs, tiny_cls_artifact, task_fn="classify", actors=1).take_all()
-    expected = onnxport.load(tiny_cls_artifact).classify(texts)
+    rows = scale.map_dataset(with_pairs, tiny_cls_artifact, task_fn="classify", top_k=3, actors=1).take_all()
+    classifier = onnxport.load(tiny_cls_artifact)
     for row in rows:
-        if seconds[row["key"]] is None:
-            assert row["error"] is None and row["labels"][0]["label"] == expected[row["key"]][0]["label"]
-        else:
-            assert "text_pair" in row["error"] and not row["labels"]
+        item = texts[row["key"]] if seconds[row["key"]] is None else (texts[row["key"]], seconds[row["key"]])
+        assert row["error"] is None and row["text_pair"] == seconds[row["key"]]
+        want = classifier.classify(item, top_k=3)
+        assert [r["label"] for r in row["labels"]] == [r["label"] for r in want]
+        np.testing.assert_allclose([r["score"] for r in row["labels"]], [r["score"] for r in want], atol=1e-6)
+    # A named pair column: every row is a pair; one without its second text fails and says why.
+    rows = scale.map_dataset(with_pairs, tiny_cls_artifact, task_fn="classify", pair_column="text_pair",
+                             actors=1).take_all()
+    for row in rows:
+        assert (row["error"] is None) == (seconds[row["key"]] is not None)
+        if row["error"]:
+            assert "second text of the pair" in row["error"] and not row["labels"]
+    with pytest.raises(InputError, match="no 'hypothesis' column"):
+        scale.map_dataset(with_pairs, tiny_cls_artifact, task_fn="classify", pair_column="hypothesis")
+
+
+def test_cli_classifies_pairs_on_ray_as_locally(tmp_path, tiny_cls_artifact):
+    texts = corpus(30)
+    lines = [{"id": i, "premise": text, "hypothesis": f"hypothesis number {i}"} for i, text in enumerate(texts)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = [tmp_path / "in.jsonl", "--text-field", "premise", "--pair-field", "hypothesis", "--top-k", 2]
+    result = invoke("classify", tiny_cls_artifact, *args, "-o", tmp_path / "ray.parquet", "--engine", "ray",
+                    "--actors", 1)
+    assert result.exit_code == 0, result.output
+    local = invoke("classify", tiny_cls_artifact, *args, "-o", tmp_path / "local.jsonl")
+    assert local.exit_code == 0, local.output
+    expected = {r["id"]: r["labels"] for r in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    table = pq.read_table(tmp_path / "ray.parquet").to_pylist()
+    assert sorted(row["id"] for row in table) == list(range(len(texts)))
+    for row in table:
+        assert [r["label"] for r in row["labels"]] == [r["label"] for r in expected[row["id"]]]
+        np.testing.assert_allclose([r["score"] for r in row["labels"]], [r["score"] for r in expected[row["id"]]],
+                                   atol=1e-6)
 
 
 def test_cli_classify_jsonl_on_ray_equals_classify(tmp_path, tiny_cls_artifact):

@@ -35,6 +35,8 @@ def text_list(texts: Any, *, what: str = "a list of texts") -> list[str]:
 
 
 PAIR_EXAMPLE = "('premise', 'hypothesis')"
+# The field of a pair's second text in files and tables, as transformers' pipeline names it.
+PAIR_FIELD = "text_pair"
 
 
 def text_pair(item: Any, index: int = 0) -> tuple[str, str]:

@@ -136,9 +136,17 @@ class Pipeline:
         return self.encoder.tokenize_pairs(pairs, truncate=self.truncate if truncate is None else truncate)
 
     def tokenize_items(self, items: Sequence, *, truncate: bool | None = None) -> list:
-        """`tokenize` for texts, `tokenize_pairs` when the items are (first, second) tuples."""
-        pairs = bool(items) and isinstance(items[0], tuple)
-        return (self.tokenize_pairs if pairs else self.tokenize)(items, truncate=truncate)
+        """One encoding per item: `tokenize` for texts, `tokenize_pairs` for (first, second)
+        tuples; a list holding both (a Ray batch of mixed rows) keeps its order."""
+        kinds = {isinstance(item, tuple) for item in items}
+        if len(kinds) < 2:
+            return (self.tokenize_pairs if True in kinds else self.tokenize)(items, truncate=truncate)
+        encodings: list[Any] = [None] * len(items)
+        for pairs, tokenize in ((False, self.tokenize), (True, self.tokenize_pairs)):
+            indices = [i for i, item in enumerate(items) if isinstance(item, tuple) == pairs]
+            for index, encoding in zip(indices, tokenize([items[i] for i in indices], truncate=truncate)):
+                encodings[index] = encoding
+        return encodings
 
     def _check_pair_segments(self) -> None:
         # A graph exported without token_type_ids feeds zeros inside: a model with two segment

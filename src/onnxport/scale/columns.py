@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.arguments import PAIR_FIELD
+
 # task_fn -> the pipeline method that does it, and the default name of its result column
 TASK_METHODS = {"embed": "embed", "ner": "extract", "classify": "classify"}
 DEFAULT_COLUMNS = {"embed": "embedding", "ner": "entities", "classify": "labels"}
@@ -70,29 +72,46 @@ def check_columns(names: list[str], text_column: str, output_column: str, error_
                              "(output_column= / error_column=)")
 
 
-# The second text of a sentence pair, as the CLI (and transformers' pipeline) names it.
-PAIR_COLUMN = "text_pair"
+# The second text of a sentence pair when no pair column is named, as the CLI calls it.
+PAIR_COLUMN = PAIR_FIELD
 
 
-def check_no_pairs(names: list[str], task_fn: str, source: str) -> None:
-    """InputError for pairs given to classify: the workers classify single texts, and
-    ignoring the pair's second text would be a silent wrong answer."""
+def check_pair_column(names: list[str], task_fn: str, pair_column: str | None, text_column: str,
+                      source: str) -> None:
+    """InputError for a named pair column on a task that takes single texts, or one the input lacks."""
     from ..errors import InputError
 
-    if task_fn == "classify" and PAIR_COLUMN in names:
-        raise InputError(f"{source} has a {PAIR_COLUMN!r} column (sentence pairs), but Ray jobs classify single "
-                         f"texts; classify pairs without --engine ray, or drop the {PAIR_COLUMN!r} column to classify "
-                         "the texts alone")
+    if pair_column is None:
+        return
+    if task_fn != "classify":
+        raise InputError(f"pair_column (--pair-field) is for classify; {task_fn} takes single texts")
+    if pair_column == text_column:
+        raise InputError(f"the pair column and the text column are both {pair_column!r}; name the column of the "
+                         "pair's second text")
+    if pair_column not in names:
+        raise InputError(f"{source} has no {pair_column!r} column for the pairs' second texts (columns: "
+                         f"{', '.join(names) or 'none'}); pass the right --pair-field / pair_column=")
 
 
-def pair_problems(table: Any, task_fn: str) -> list[str | None] | None:
-    """Per row, why it cannot be classified here (it holds a pair's second text), or None when
-    the batch has no pairs: a row whose second text were ignored would be a silent wrong answer.
-    The driver checks the first record (`check_no_pairs`); this catches pairs further on."""
-    if task_fn != "classify" or PAIR_COLUMN not in table.column_names:
-        return None
-    return [None if value is None else f"the row has a {PAIR_COLUMN!r} (a sentence pair), but Ray jobs classify "
-            "single texts; classify pairs without --engine ray" for value in table.column(PAIR_COLUMN).to_pylist()]
+def row_pairs(table: Any, task_fn: str, pair_column: str | None) -> tuple[list, list]:
+    """(per row its pair's second text or None for a single text, per row why it is bad or
+    None). A named `pair_column`: every row is a pair and needs both texts. Otherwise a
+    `text_pair` column, where a batch has one, makes the rows with a value pairs (classify
+    only): never a pair whose second text is silently dropped."""
+    rows = table.num_rows
+    column = pair_column or (PAIR_COLUMN if task_fn == "classify" else None)
+    if column is None or column not in table.column_names:
+        return [None] * rows, [None] * rows
+    seconds, problems = table.column(column).to_pylist(), []
+    for second in seconds:
+        if second is None:
+            problems.append(f"no {column!r} value, the second text of the pair" if pair_column else None)
+        elif not isinstance(second, str) or not second.strip():
+            kind = "empty" if isinstance(second, str) else type(second).__name__
+            problems.append(f"{column!r} (the second text of the pair) is {kind}; a pair needs both texts")
+        else:
+            problems.append(None)
+    return seconds, problems
 
 
 def text_problem(value: Any, text_column: str) -> str | None:

@@ -22,7 +22,7 @@ from ..core.artifact import Artifact
 from ..core.cpus import available_cpus
 from .. import errors
 from ..errors import InputError, OnnxportError
-from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, check_columns, check_no_pairs
+from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, check_columns, check_pair_column
 from .compat import import_ray
 from .jsonl import first_record_fields, read_jsonl
 from .mapping import IO_CPUS, check_task, default_actors, map_dataset
@@ -72,7 +72,7 @@ def run(input: str | Sequence[str], output: str | os.PathLike, artifact: str | P
         source = f"the first record of {inputs.paths[0]}"
     if names is not None:  # (a first line that is no JSON object is that row's error)
         check_columns(names, text_column, output_column, error_column, source)
-        check_no_pairs(names, task_fn, source)
+        check_pair_column(names, task_fn, options.get("pair_column"), text_column, source)
     ray = import_ray()
     started_here = _connect(ray, address)
     try:

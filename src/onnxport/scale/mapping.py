@@ -19,7 +19,7 @@ from ..core.messages import notice
 from ..errors import InputError
 from ..runtime.pipelines import AGGREGATIONS, PIPELINES, VERB_TASKS, choose_model_file
 from ..runtime.tokenization import TextEncoder
-from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, TASK_METHODS
+from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, TASK_METHODS, check_pair_column
 from .compat import actor_pool_args, import_ray, split_blocks
 from .shipping import pack_artifact
 from .worker import ArtifactWorker
@@ -37,8 +37,8 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
                 output_column: str | None = None, error_column: str = ERROR_COLUMN, model: str = "auto",
                 batch_size: int = 32, rows_per_batch: int = ROWS_PER_BATCH, actors: int | None = None,
                 cpus_per_actor: int = 1, truncate: bool = True, aggregation: str = "simple",
-                stride: int | str | None = "auto", top_k: int = 1, providers: Sequence[str] | None = None,
-                worker: type = ArtifactWorker) -> Any:
+                stride: int | str | None = "auto", top_k: int = 1, pair_column: str | None = None,
+                providers: Sequence[str] | None = None, worker: type = ArtifactWorker) -> Any:
     """`dataset` with the artifact's results in `output_column` (default: embedding, entities or
     labels) and a per-row `error_column` (null when the row succeeded; else why, with an empty
     result). Every other column, ids included, is kept.
@@ -47,7 +47,9 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     rows per Ray batch, sorted by length into those runs. actors: size of the actor pool
     (default: the cluster's CPUs / cpus_per_actor); each actor runs onnxruntime with
     `cpus_per_actor` threads. truncate=False: a text over the model's length is a failed row.
-    aggregation and stride (ner), top_k (classify): as in the pipelines.
+    aggregation and stride (ner), top_k (classify): as in the pipelines. pair_column
+    (classify): every row is a sentence pair, its second text in that column; without it, a
+    `text_pair` column makes the rows that have a value pairs.
     """
     ray = import_ray()
     if not ray.is_initialized():
@@ -82,8 +84,10 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     shipment = [ray.put(pack_artifact(art, model_file))]  # in a list: Ray passes it on as a reference
     if task_fn == "ner" and stride not in ("auto", None):
         TextEncoder.for_artifact(art).check_stride(stride)  # a bad stride is the caller's error, before any actor
+    if pair_column is not None:  # (schema() may read a first block: only when there is something to check)
+        check_pair_column(dataset.schema().names, task_fn, pair_column, text_column, "the dataset")
     options = ({"aggregation": aggregation, "stride": stride} if task_fn == "ner"
-               else {"top_k": top_k} if task_fn == "classify" else {})
+               else {"top_k": top_k, "pair_column": pair_column} if task_fn == "classify" else {})
     return split_blocks(dataset, rows_per_batch).map_batches(
         worker,
         batch_format="pyarrow",

@@ -2,11 +2,12 @@
 the pipeline once and then turning Ray batches (pyarrow Tables) into the same tables plus
 the result and error columns.
 
-Inside a batch, rows are checked one by one (a null, a non-string, or a text over the
-model's length with truncation off gets an `error` value and an empty result instead of
-failing the job; NER runs a long text in overlapping windows instead), tokenized once, sorted by token count and run in model runs of
-`batch_size` rows, so each run is padded only to its own longest text: Ray Data hands
-rows in file order, not by length.
+Inside a batch, rows are checked one by one (a null, a non-string, a sentence pair missing
+its second text, or a text over the model's length with truncation off gets an `error`
+value and an empty result instead of failing the job; NER runs a long text in overlapping
+windows instead), tokenized once (a pair through the tokenizer's pair template), sorted by
+token count and run in model runs of `batch_size` rows, so each run is padded only to its
+own longest text: Ray Data hands rows in file order, not by length.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from typing import Any
 from ..core.model_files import MODEL_CHOICES
 from ..runtime.entities import flat_windows, per_text
 from ..runtime.pipelines import load
-from .columns import (check_columns, embedding_column, error_column, pair_problems, records_column,
-                      text_problem)
+from .columns import check_columns, embedding_column, error_column, records_column, row_pairs, text_problem
 from .jsonl import PROBLEM_COLUMN
 from .shipping import open_shipped
 
@@ -56,14 +56,16 @@ class ArtifactWorker:
             table = table.remove_column(table.column_names.index(PROBLEM_COLUMN))
         check_columns(table.column_names, self.text_column, self.output_column, self.error_column, "the dataset")
         values = table.column(self.text_column).to_pylist()
-        pairs = pair_problems(table, self.task_fn) or [None] * len(values)
+        seconds, pair_errors = row_pairs(table, self.task_fn, self.options.get("pair_column"))
         results: list[Any] = [None] * len(values)
         rows = []
         for i, value in enumerate(values):
-            errors[i] = errors[i] or pairs[i] or text_problem(value, self.text_column)
+            errors[i] = errors[i] or text_problem(value, self.text_column) or pair_errors[i]
             if errors[i] is None:
                 rows.append(i)
-        windows = self._windows(rows, values, errors)
+        # a row's item: its text, or (text, second text) for a sentence pair
+        items = [values[i] if seconds[i] is None else (values[i], seconds[i]) for i in range(len(values))]
+        windows = self._windows(rows, items, errors)
         runnable = [(row, row_windows) for row, row_windows in zip(rows, windows) if errors[row] is None]
         windows = [row_windows for _, row_windows in runnable]
         flat = flat_windows(windows)
@@ -77,15 +79,14 @@ class ArtifactWorker:
         return table.append_column(self.output_column, column).append_column(self.error_column,
                                                                              error_column(errors))
 
-    def _windows(self, rows: list[int], values: list, errors: list) -> list[list]:
+    def _windows(self, rows: list[int], items: list, errors: list) -> list[list]:
         """Per row, its encodings: the overlapping windows of a text for NER (nothing is cut,
         so nothing is refused), else (and for NER with stride None) one encoding, with an
         error set on a row over the model's length when truncation is off."""
-        texts = [values[i] for i in rows]
         stride = self.options.get("stride", "auto")
         if self.task_fn == "ner" and stride is not None:
-            return self.pipeline.windows(texts, stride=stride)
-        encodings = self.pipeline.tokenize(texts, truncate=True)
+            return self.pipeline.windows([items[i] for i in rows], stride=stride)
+        encodings = self.pipeline.tokenize_items([items[i] for i in rows], truncate=True)
         if not self.truncate:
             for row, encoding in zip(rows, encodings):
                 if encoding.overflowing:

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 import onnxport
 
+from ..core.arguments import PAIR_FIELD, text_pair
 from ..core.artifact import verdict_of
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
@@ -355,9 +356,6 @@ def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat
     render.print_profile(data, depth)
 
 
-PAIR_FIELD = "text_pair"  # what transformers' text-classification pipeline calls a pair's second text
-
-
 def _run_options(formats: str = ".jsonl, .npy or .parquet") -> list:
     """Options of every verb that runs an artifact over texts (embed, ner, classify, rerank)."""
     return [
@@ -412,29 +410,39 @@ def pipeline_options(command):
 
 def _run_pipeline(method: str, artifact, inputs, output, text_field, pair_field, id_field, skip_bad, batch_size,
                   model_kind, providers, threads, backend, truncate, engine, address, actors, cpus_per_actor,
-                  **method_options) -> None:
-    from .textio import check_output, read_rows, write_results
+                  pair_text: str | None = None, **method_options) -> None:
+    from .textio import Row, check_output, read_rows, write_results
 
     _check_pair_field(method, pair_field, text_field, engine)
+    if pair_text is not None:
+        _check_pair_text(inputs, pair_field, engine)
     if engine == "ray":
+        pairs = {"pair_column": pair_field} if method == "classify" else {}
         return _run_on_ray(method, artifact, inputs, output, text_field=text_field, skip_bad=skip_bad,
                            batch_size=batch_size, model=model_kind, providers=providers, threads=threads,
                            backend=backend, truncate=truncate, address=address, actors=actors,
-                           cpus_per_actor=cpus_per_actor, **method_options)
+                           cpus_per_actor=cpus_per_actor, **pairs, **method_options)
     ray_only = [flag for flag, value in (("--address", address), ("--actors", actors)) if value is not None]
     if cpus_per_actor != 1:
         ray_only.append("--cpus-per-actor")
     if ray_only:
         raise click.UsageError(f"{', '.join(ray_only)} go{'es' if len(ray_only) == 1 else ''} with --engine ray")
     check_output(output)
-    rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
-                     pair_field=pair_field or (PAIR_FIELD if method == "classify" else None),
-                     pair_optional=pair_field is None,
-                     warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
+    if pair_text is not None:
+        rows = [Row(id=0, text=inputs[0], line=1, pair=text_pair((inputs[0], pair_text))[1])]
+    else:
+        rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
+                         pair_field=pair_field or (PAIR_FIELD if method == "classify" else None),
+                         pair_optional=pair_field is None,
+                         warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
                              threads=threads, backend=backend, truncate=truncate)
     # load() names the onnx file it picked in its own notice; say the rest once.
     console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{_count_rows(rows)}[/]")
+    if method == "classify" and len(inputs) == 2 and not any(Path(arg).exists() for arg in inputs):
+        # Two arguments are two texts; a user meaning a premise and its hypothesis must hear it.
+        console.print("[dim]two separate texts; to classify them as one sentence pair, pass the second with "
+                      "--pair[/]")
     run = getattr(pipeline, method, None)
     if run is None:
         raise InputError(f"{artifact} is a {pipeline.artifact.task.value} artifact; `onnxport {_COMMANDS[method]}` "
@@ -461,9 +469,21 @@ def _check_pair_field(method: str, pair_field: str | None, text_field: str, engi
     if pair_field == text_field:
         raise click.UsageError(f"--pair-field and --text-field are both {pair_field!r}; name the field of the "
                                "pair's second text")
-    if engine == "ray":
-        raise click.UsageError("--engine ray classifies single texts, not pairs; classify pairs with --engine local "
-                               "(the default)")
+
+
+def _check_pair_text(inputs, pair_field: str | None, engine: str) -> None:
+    """--pair completes one text argument into a pair; anything else is a usage error."""
+    from .textio import INPUT_SUFFIXES
+
+    if pair_field is not None or engine == "ray":
+        raise click.UsageError("--pair classifies one pair given on the command line; drop it to read pairs from a "
+                               "file (--pair-field) or to run on Ray")
+    if len(inputs) != 1 or inputs[0] == "-" or (Path(inputs[0]).suffix.lower() in INPUT_SUFFIXES
+                                                 and Path(inputs[0]).exists()):
+        raise click.UsageError(f"--pair is the second text of one pair: give its first text as the only INPUT, e.g. "
+                               f"onnxport classify ARTIFACT \"A man plays a guitar.\" --pair \"Someone makes "
+                               f"music.\" (got {len(inputs)} INPUT arguments); for many pairs use a file and "
+                               "--pair-field")
 
 
 def _count_rows(rows) -> str:
@@ -585,9 +605,17 @@ def ner(artifact, inputs, aggregation, stride, **options):
 @main.command()
 @pipeline_options
 @click.option("--top-k", type=int, default=1, show_default=True, help="How many labels per text.")
-def classify(artifact, inputs, top_k, **options):
-    """Labels with scores for texts, or for sentence pairs read from a file (--pair-field)."""
-    _run_pipeline("classify", artifact, inputs, top_k=top_k, **options)
+@click.option("--pair", "pair_text", metavar="TEXT",
+              help="Classify one sentence pair: INPUT is its first text, TEXT its second (two INPUT arguments "
+                   "are two separate texts).")
+def classify(artifact, inputs, top_k, pair_text, **options):
+    """Labels with scores for texts, or for sentence pairs: one with --pair, many from a file
+    (--pair-field).
+
+    \b
+    onnxport classify out/nli "A man plays a guitar." --pair "Someone makes music."
+    """
+    _run_pipeline("classify", artifact, inputs, top_k=top_k, pair_text=pair_text, **options)
 
 
 def rerank_options(command):
