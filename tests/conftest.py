@@ -30,6 +30,23 @@ def wordpiece_tokenizer(minilm_path):
     return tokenizer
 
 
+def train_byte_level_bpe(texts: list[str], special_tokens: list[str],
+                         vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a byte-level BPE (RoBERTa's kind) trained on `texts`, for a
+    RobertaTokenizerFast(vocab=..., merges=...)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    return model["vocab"], [tuple(merge) for merge in model["merges"]]
+
+
 def save_tiny_model(folder: Path, model, tokenizer) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

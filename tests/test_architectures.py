@@ -28,7 +28,7 @@ import onnxport
 from onnxport.runtime.session import OnnxModel
 from onnxport.runtime.tokenization import TextEncoder
 
-from conftest import save_tiny_model, tiny_bert_config
+from conftest import save_tiny_model, tiny_bert_config, train_byte_level_bpe
 
 HIDDEN = 32
 ATOL = 1e-4
@@ -92,18 +92,6 @@ def _write_vocab(folder: Path, tokens: list[str]) -> str:
     return str(path)
 
 
-def _train_bpe(special_tokens: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=special_tokens, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    return model["vocab"], [tuple(merge) for merge in model["merges"]]
-
-
 def _train_unigram(special_tokens: list[str], unk_token: str, lowercase: bool = False) -> list[tuple[str, float]]:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
@@ -151,7 +139,7 @@ def _mpnet_tokenizer(scratch: Path, wordpiece_tokenizer):
 def _roberta_tokenizer(scratch: Path, wordpiece_tokenizer):
     from transformers import RobertaTokenizerFast
 
-    vocab, merges = _train_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    vocab, merges = train_byte_level_bpe(_corpus(), ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], 600)
     return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=62)
 
 

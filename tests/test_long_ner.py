@@ -25,7 +25,7 @@ import torch
 import onnxport
 from onnxport.errors import InputError
 
-from conftest import save_tiny_model
+from conftest import save_tiny_model, train_byte_level_bpe
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 WINDOW = 32  # the tokenizers' model_max_length: the pipeline's window, and the artifact's max length
@@ -69,20 +69,11 @@ def _bert(folder: Path):
 
 
 def _roberta(folder: Path):
-    import json
-
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import RobertaTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     # A small vocabulary: common words are one `Ġword` token, rare ones a lone `Ġ` and pieces.
-    trainer = trainers.BpeTrainer(vocab_size=330, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    return RobertaTokenizerFast(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]],
-                                model_max_length=WINDOW)
+    vocab, merges = train_byte_level_bpe(_corpus(), SPECIALS, 330)
+    return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=WINDOW)
 
 
 def _xlm_roberta(folder: Path):
