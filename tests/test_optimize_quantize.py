@@ -167,6 +167,83 @@ def test_units_are_grouped_per_layer_and_kind(sensitive_export):
 # ---------------------------------------------------------------- int8 classifier
 
 
+def _run_graph(model, feeds):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in feeds.items() if k in names})
+
+
+def test_spliced_candidates_equal_the_quantizer_run_with_those_nodes_excluded(sensitive_export, tmp_path):
+    """In dynamic mode the guard builds candidates by putting units back in float in one
+    quantized graph; the reference is onnxruntime's quantizer itself, run with those nodes in
+    nodes_to_exclude. (Static QDQ files also round a float node's output, so static candidates
+    come from the quantizer.)"""
+    mode = "dynamic"
+    import onnx
+
+    from onnxport.graph.int8_units import keep_float
+    from onnxport.graph.quantizer import QuantConfig, _run_quantizer
+    from onnxport.runtime.tokenization import TextEncoder
+
+    art = Artifact(sensitive_export)
+    source = art.path / "model.onnx"
+    original = onnx.load(str(source))
+    units = quantizable_units(original)
+    encoder = TextEncoder.for_artifact(art)
+    texts = builtin_texts(24)
+    config = QuantConfig.for_isa("avx2")
+    everything, excluded = tmp_path / "all.onnx", tmp_path / "excluded.onnx"
+    _run_quantizer(source, everything, mode, config, [], encoder, texts)
+    kept = units["layer.1.output"] + units["layer.0.attention"]
+    _run_quantizer(source, excluded, mode, config, kept, encoder, texts)
+    spliced = keep_float(onnx.load(str(everything)), original, kept)
+    onnx.checker.check_model(spliced)
+    ops = {node.name: node.op_type for node in spliced.graph.node}
+    assert all(ops.get(name) == "MatMul" for name in kept)  # the originals, back in float
+    feeds = encoder.encode(texts)
+    want = _run_graph(onnx.load(str(excluded)), feeds)
+    got = _run_graph(spliced, feeds)
+    all_int8 = _run_graph(onnx.load(str(everything)), feeds)
+    assert np.abs(got[0] - all_int8[0]).max() > 1e-3  # the splice changed something that matters
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    # Nothing left that only the float units used: no larger than the quantizer's own file.
+    assert spliced.ByteSize() <= onnx.load(str(excluded)).ByteSize() * 1.01
+
+
+def test_switch_graph_mixes_float_and_int8_per_unit(sensitive_export, tmp_path):
+    """All switches 0 is the fp32 model, all 1 the int8 file, one switch that unit alone in int8
+    (the reference: the quantizer run with every other unit excluded)."""
+    import onnx
+
+    from onnxport.graph.int8_units import switch_graph
+    from onnxport.graph.quantizer import QuantConfig, _run_quantizer
+    from onnxport.runtime.tokenization import TextEncoder
+
+    art = Artifact(sensitive_export)
+    source = art.path / "model.onnx"
+    original = onnx.load(str(source))
+    units = quantizable_units(original)
+    encoder = TextEncoder.for_artifact(art)
+    config = QuantConfig.for_isa("avx2")
+    everything, alone = tmp_path / "all.onnx", tmp_path / "alone.onnx"
+    _run_quantizer(source, everything, "dynamic", config, [], encoder, [])
+    others = [n for unit, names in units.items() if unit != "layer.1.output" for n in names]
+    _run_quantizer(source, alone, "dynamic", config, others, encoder, [])
+    mixed, switches = switch_graph(onnx.load(str(everything)), original, units)
+    assert sorted(switches) == sorted(units)
+    feeds = encoder.encode(builtin_texts(24))
+    off = {switch: np.zeros((), np.float32) for switch in switches.values()}
+    on = {switch: np.ones((), np.float32) for switch in switches.values()}
+    one = {**off, switches["layer.1.output"]: np.ones((), np.float32)}
+    np.testing.assert_allclose(_run_graph(mixed, {**feeds, **off})[0], _run_graph(original, feeds)[0], atol=1e-5)
+    np.testing.assert_allclose(_run_graph(mixed, {**feeds, **on})[0],
+                               _run_graph(onnx.load(str(everything)), feeds)[0], atol=1e-5)
+    np.testing.assert_allclose(_run_graph(mixed, {**feeds, **one})[0],
+                               _run_graph(onnx.load(str(alone)), feeds)[0], atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def classifier_export(tmp_path_factory, tiny_sequence_classifier_folder):
     folder = tiny_sequence_classifier_folder

@@ -136,17 +136,23 @@ def test_bench_progress_prints_lines_when_piped():
     assert lines[1].split("s ", 1)[1] == "[2/3] throughput onnx fp32 at batch 8 (1/2)", lines
 
 
-def test_quantize_guard_reports_every_unit_it_ranks_and_tries(tiny_artifact):
+def test_quantize_guard_reports_the_ranking_and_every_count_it_tries(tiny_artifact):
     steps: list[str] = []
     units = quantizable_units(onnx.load(str(tiny_artifact / "model.onnx")))
     entry = onnxport.quantize(tiny_artifact, texts=builtin_texts(8), targets={"mean_cosine": 1.5},
-                              progress=steps.append)  # an unreachable target: the guard tries every unit
+                              progress=steps.append)  # an unreachable target: the guard ends with all in float
     n = len(units)
     ranked = [s for s in steps if s.startswith("ranking")]
-    tried = [s for s in steps if s.startswith("guard")]
     assert [re.search(r"(\d+)/(\d+)", s).groups() for s in ranked] == [(str(i), str(n)) for i in range(1, n + 1)]
-    assert len(tried) == n and all(f"/{n}" in s for s in tried), steps
+    tried = [int(re.search(r"(\d+)", s).group(1)) for s in steps if s.startswith("guard")]
+    doubling = [2 ** i for i in range(n.bit_length()) if 2 ** i < n] + [n]
+    assert tried == doubling, steps  # 1, 2, 4, ... then all, never every count in turn
     assert sorted(entry["float_units"]) == sorted(units)
+    ranking = list(entry["sensitivity"])
+    assert sorted(ranking) == sorted(units)
+    # Every attempt kept a prefix of the ranking in float, and said what it measured.
+    assert [a["float_units"] for a in entry["attempts"]] == [ranking[:count] for count in [0, *doubling]]
+    assert all(not a["passed"] and "mean_cosine" in a for a in entry["attempts"])
     assert any(s.startswith("verifying model.int8.onnx") for s in steps), steps
 
 

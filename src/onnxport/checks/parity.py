@@ -27,7 +27,8 @@ from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import QUALITY_DEFAULTS, finite_rows, quality_checks, quality_inputs, row_cosines
+from .quality import (QUALITY_DEFAULTS, by_length, finite_rows, length_order, quality_checks, quality_inputs,
+                      row_cosines)
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
@@ -360,8 +361,11 @@ def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], a
     # The reference applies the folder's default prompt itself; the pipelines put it before each text.
     expected = reference.encode(texts)
     prompted = [prompt + text for text in texts]
-    got = np.concatenate([model.run(encoder.encode(prompted[i:i + 16]))["sentence_embedding"]
-                          for i in range(0, len(prompted), 16)])
+    order = length_order(encoder, prompted)  # batches of similar length: little padding
+    got = np.empty_like(expected, dtype=np.float32)
+    for start in range(0, len(order), 16):
+        rows = order[start:start + 16]
+        got[rows] = model.run(encoder.encode([prompted[i] for i in rows]))["sentence_embedding"]
     cosines = row_cosines(got, expected)
     diff = np.abs(got - expected).max(axis=1)
     worst = int(cosines.argmin())
@@ -380,7 +384,7 @@ def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts
     reference = OnnxReference(art)
     got, expected, masks = [], [], []
     shapes = []
-    inputs, shown = quality_inputs(art.task, texts)
+    inputs, shown = by_length(art.task, encoder, *quality_inputs(art.task, texts))
     for start in range(0, len(inputs), 16):
         arrays = encoder.encode_items(inputs[start:start + 16])
         shapes.append(list(arrays["input_ids"].shape))

@@ -38,6 +38,22 @@ def quality_inputs(task: Task, texts: list[str]) -> tuple[list, list[str]]:
     return pairs, [f"{query} | {document}" for query, document in pairs]
 
 
+def length_order(encoder, inputs: list) -> list[int]:
+    """Indices of `inputs` (texts or pairs) shortest first: batches of neighbours in this order
+    are padded only to their own longest, where batches in the given order are mostly padding."""
+    encodings = encoder.tokenize_pairs(inputs) if inputs and isinstance(inputs[0], tuple) else encoder.tokenize(inputs)
+    return sorted(range(len(inputs)), key=lambda i: len(encodings[i].ids))
+
+
+def by_length(task: Task, encoder, inputs: list, shown: list[str]) -> tuple[list, list[str]]:
+    """`quality_inputs` reordered shortest first, for every task but text-ranking, whose
+    (query, document) groups are judged by position. The checks do not depend on order."""
+    if task is Task.TEXT_RANKING:
+        return inputs, shown
+    order = length_order(encoder, inputs)
+    return [inputs[i] for i in order], [shown[i] for i in order]
+
+
 def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray],
                    texts: list[str], limits: dict[str, float], labels: dict[int, str] | None) -> list[CheckResult]:
     """Quality of a reduced-precision model against the fp32 one, by task. Non-finite

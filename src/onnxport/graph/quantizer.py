@@ -4,7 +4,9 @@ Dynamic (weights int8 per channel, activations quantized on the fly) or static (
 calibrated on texts, QDQ format). The configuration follows the CPU it runs on: on AVX2 and
 AVX-512 without VNNI, u8s8 products can saturate, so weights use reduce_range; VNNI and
 arm64 do not need it. The guard measures quality against the fp32 model and keeps the most
-sensitive parts in float, one at a time, until the targets hold.
+sensitive parts in float until the targets hold: units ranked in one session and candidates
+built without re-running the quantizer (`int8_units`), the fewest float units found by a
+doubling-then-halving search.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import QUALITY_DEFAULTS, quality_checks, quality_inputs
+from ..checks.quality import QUALITY_DEFAULTS, by_length, length_order, quality_checks, quality_inputs
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
@@ -30,7 +32,8 @@ from ..core.sample_texts import builtin_texts
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .onnx_files import check_fits_artifact, load_onnx
+from .int8_units import keep_float, switch_graph
+from .onnx_files import check_fits_artifact, load_onnx, save_onnx
 from .tags import carry_over_file, nodes_matching_modules
 
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64", "generic")
@@ -177,33 +180,49 @@ def quantize(
 
     with tempfile.TemporaryDirectory(dir=art.path, prefix=".quantize-") as scratch:
         scratch = Path(scratch)
-        attempt = scratch / "attempt.onnx"
-
-        def build(excluded: list[str]) -> Path:
-            nodes = list(exclude_nodes) + [n for unit in excluded for n in units[unit]]
-            _run_quantizer(source_path, attempt, mode, config, nodes, encoder, calibration_inputs)
-            return attempt
-
         say = progress or (lambda message: None)
         started = time.perf_counter()
         say(f"{mode} int8 for {config.isa}: measuring quality on {len(texts)} texts")
-        excluded: list[str] = []
-        checks = evaluator.checks(build(excluded))
-        history = [{"float_units": [], "passed": all(c.passed for c in checks), **evaluator.summary(checks)}]
+        # The quantizer runs once; in dynamic mode the guard's candidates are spliced from its graph.
+        everything = scratch / "all-int8.onnx"
+        _run_quantizer(source_path, everything, mode, config, list(exclude_nodes), encoder, calibration_inputs)
+        quantized = load_onnx(everything)
+        built: dict[int, Path] = {0: everything}
+
+        def build(count: int) -> Path:
+            """The candidate with the `count` most sensitive units in float."""
+            if count not in built:
+                built[count] = scratch / f"float-{count}.onnx"
+                nodes = [n for unit in ranking[:count] for n in units[unit]]
+                if mode == "dynamic":
+                    save_onnx(keep_float(quantized, model, nodes), built[count])
+                else:  # QDQ also rounds a float unit's output, which only the quantizer knows to skip
+                    _run_quantizer(source_path, built[count], mode, config, list(exclude_nodes) + nodes, encoder,
+                                   calibration_inputs)
+            return built[count]
+
+        def judge(count: int) -> bool:
+            checks = evaluator.checks(build(count))
+            history.append({"float_units": ranking[:count], "passed": all(c.passed for c in checks),
+                            **evaluator.summary(checks)})
+            results[count] = history[-1]
+            return history[-1]["passed"]
+
+        ranking: list[str] = []
+        history: list[dict] = []
+        results: dict[int, dict] = {}
+        chosen = 0
         sensitivity: dict[str, float] = {}
-        if guard and not history[-1]["passed"]:
+        if not judge(0) and guard and candidates:
             say(f"below target ({_describe(history[-1])}); ranking {len(candidates)} units by sensitivity")
-            sensitivity = _rank_sensitivity(candidates, build, evaluator, say)
-            for attempt_number, unit in enumerate(sorted(sensitivity, key=sensitivity.get, reverse=True), 1):
-                say(f"guard attempt {attempt_number}/{len(sensitivity)}: keeping {unit} in float")
-                excluded.append(unit)
-                checks = evaluator.checks(build(excluded))
-                history.append({"float_units": list(excluded), "passed": all(c.passed for c in checks),
-                                **evaluator.summary(checks)})
-                if history[-1]["passed"]:
-                    break
+            sensitivity = evaluator.rank_units(quantized, model, candidates, scratch, say)
+            ranking = sorted(sensitivity, key=sensitivity.get, reverse=True)
+            chosen = _fewest_float_units(len(ranking), judge, say)
         target = art.path / INT8_FILE
-        attempt.replace(target)
+        build(chosen).replace(target)
+        excluded = ranking[:chosen]
+        history.sort(key=lambda attempt: len(attempt["float_units"]))
+        quality = results[chosen]
         seconds = time.perf_counter() - started
         carry_over_file(art, source_name, INT8_FILE)  # quantized nodes keep their PyTorch module tags
     say(f"measuring the speed-up of {INT8_FILE} over {source_name}")
@@ -217,8 +236,8 @@ def quantize(
         "float_units": float_units, "excluded_units": excluded_units, "partly_float_units": partly_float,
         "float_nodes": list(exclude_nodes), "total_units": len(units),
         "quantized_units": len(units) - len(float_units) - len(partly_float),
-        "sensitivity": {k: round(v, 6) for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
-        "attempts": history, "quality": history[-1], "targets": limits, "speedup_vs_source": speedup,
+        "sensitivity": {k: float(f"{v:.4g}") for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
+        "attempts": history, "quality": quality, "targets": limits, "speedup_vs_source": speedup,
         "seconds": round(seconds, 1), "verification": None, **file_facts([target]),
     }
     art.files[INT8_FILE] = entry
@@ -263,14 +282,16 @@ class _QualityProbe:
     def __init__(self, art: Artifact, encoder: TextEncoder, texts: list[str], limits: dict[str, float]):
         self.art = art
         self.limits = limits
-        inputs, self.texts = quality_inputs(art.task, texts)  # texts, or (query, document) pairs
+        # texts, or (query, document) pairs; shortest first, so batches are little padding
+        inputs, self.texts = by_length(art.task, encoder, *quality_inputs(art.task, texts))
         self.batches = [encoder.encode_items(inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
         self.masks = [b["attention_mask"].astype(bool) for b in self.batches]
         reference = OnnxModel(art.model_path(MODEL_FILE))
         self.expected = [reference.run(b) for b in self.batches]
-        # Ranking units needs only an order, so it reads every third input: a third of the cost.
+        # Ranking units needs only an order, so it reads every third input (a third of the
+        # cost) in batches of 8, which pad sorted inputs less than 16 do.
         sample = inputs[::3] if len(inputs) >= 24 else inputs
-        self.sample_batches = [encoder.encode_items(sample[i:i + 16]) for i in range(0, len(sample), 16)]
+        self.sample_batches = [encoder.encode_items(sample[i:i + 8]) for i in range(0, len(sample), 8)]
         self.sample_masks = [b["attention_mask"].astype(bool) for b in self.sample_batches]
         self.sample_expected = [reference.run(b) for b in self.sample_batches]
 
@@ -280,20 +301,40 @@ class _QualityProbe:
         return quality_checks(self.art.task, self.art.outputs[0].name, got, self.expected, self.masks,
                               self.texts, self.limits, self.art.labels)
 
-    def loss(self, path: Path) -> float:
-        """One number, higher is worse: mean (1 - cosine) of the main output against fp32, per text
-        (per real token for token outputs). Continuous, so units are ranked even where every
-        candidate keeps all labels."""
+    def rank_units(self, quantized, original, units: dict[str, list[str]], scratch: Path,
+                   say=lambda message: None) -> dict[str, float]:
+        """Per unit, the loss when only that unit is int8 (everything else float), all measured
+        with one session over `int8_units.switch_graph`; 0 for a unit it cannot switch."""
+        mixed, switches = switch_graph(quantized, original, units)
+        path = scratch / "switches.onnx"
+        save_onnx(mixed, path)
+        del mixed
         model = OnnxModel(path)
+        off = {switch: np.zeros((), np.float32) for switch in switches.values()}
+        sensitivity = {}
+        for number, unit in enumerate(units, 1):
+            say(f"ranking units by sensitivity: {number}/{len(units)} {unit} alone in int8")
+            if unit not in switches:
+                sensitivity[unit] = 0.0
+                continue
+            feed = {**off, switches[unit]: np.ones((), np.float32)}
+            sensitivity[unit] = self.loss([model.run({**batch, **feed}) for batch in self.sample_batches])
+        return sensitivity
+
+    def loss(self, outputs: list[dict[str, np.ndarray]]) -> float:
+        """One number, higher is worse, for outputs of the sample batches: mean (1 - cosine) of
+        the main output against fp32, per text (per real token for token outputs); for one
+        score per input (a reranker) the mean |difference|, as a cosine would see only its sign.
+        Continuous, so units are ranked even where every candidate keeps all labels."""
         name = self.art.outputs[0].name
         shortfalls = []
-        for batch, mask, expected in zip(self.sample_batches, self.sample_masks, self.sample_expected):
-            got, want = model.run(batch)[name], expected[name]
+        for result, mask, expected in zip(outputs, self.sample_masks, self.sample_expected):
+            got, want = result[name], expected[name]
             if got.ndim == 3:
                 got, want = got[mask], want[mask]
             got = got.reshape(len(got), -1).astype(np.float64)
             want = want.reshape(len(want), -1).astype(np.float64)
-            if got.shape[1] == 1:  # one score per input (a reranker): a cosine would only see its sign
+            if got.shape[1] == 1:
                 shortfalls.append(np.abs(got - want)[:, 0])
                 continue
             cosine = (got * want).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1), 1e-12)
@@ -305,21 +346,37 @@ class _QualityProbe:
         return {k: round(v, 6) for c in checks for k, v in c.measured.items()}
 
 
-def _rank_sensitivity(units: dict[str, list[str]], build, evaluator: _QualityProbe,
-                      say=lambda message: None) -> dict[str, float]:
-    """Loss when only that unit is quantized (everything else stays float)."""
-    sensitivity = {}
-    names = list(units)
-    for number, unit in enumerate(names, 1):
-        say(f"ranking units by sensitivity: {number}/{len(names)} {unit} alone in int8")
-        others = [u for u in names if u != unit]
-        sensitivity[unit] = evaluator.loss(build(others))
-    return sensitivity
+def _fewest_float_units(most: int, passes, say=lambda message: None) -> int:
+    """The fewest of the ranked units to keep float for `passes(count)` to hold: 1, 2, 4, ...
+    until one passes, then halving the gap to the last that failed (more units in float never
+    lowers quality much, and this tries about 2·log2 counts instead of every one). `most`
+    when nothing passes."""
+    failed, count = 0, 1
+    while count < most:
+        say(f"guard: keeping the {count} most sensitive unit(s) in float")
+        if passes(count):
+            break
+        failed, count = count, min(count * 2, most)
+    else:
+        say(f"guard: keeping all {most} ranked units in float")
+        if not passes(most):
+            return most
+    passed = count
+    while passed - failed > 1:
+        middle = (failed + passed) // 2
+        say(f"guard: keeping the {middle} most sensitive unit(s) in float")
+        if passes(middle):
+            passed = middle
+        else:
+            failed = middle
+    return passed
 
 
 def _speedup(source: Path, quantized: Path, encoder: TextEncoder, texts: list[str], repeats: int = 3) -> float:
-    """Throughput ratio int8 / source on the texts, measured now in this process."""
-    batches = [encoder.encode(texts[i:i + 32]) for i in range(0, len(texts), 32)]
+    """Throughput ratio int8 / source on every other text, measured now in this process."""
+    texts = texts[::2] if len(texts) >= 32 else texts
+    order = length_order(encoder, texts)  # batched as the pipelines batch: by length
+    batches = [encoder.encode([texts[i] for i in order[start:start + 32]]) for start in range(0, len(texts), 32)]
 
     def seconds(path: Path) -> float:
         model = OnnxModel(path)
