@@ -26,6 +26,7 @@ from . import errors
 from .core.artifact import Artifact
 from .core.spec import Exporter, Pooling, Task
 from .core.version import __version__  # noqa: F401 - onnxport.__version__
+from .runtime.batching import DEFAULT_BATCH_TOKENS as _DEFAULT_BATCH_TOKENS
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checks.report import ParityReport
@@ -166,6 +167,7 @@ def load(
     backend: str = "onnx",
     truncate: bool = True,
     allow_pickle: bool = False,
+    max_batch_tokens: int | None = _DEFAULT_BATCH_TOKENS,
 ) -> Pipeline:
     """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier or
     Reranker.
@@ -173,17 +175,21 @@ def load(
     `model`: "auto" (verified int8, else verified opt, else model.onnx), "fp32", "opt",
     "int8" or "fp16". `backend="torch"` runs the PyTorch source through the same pipeline
     (needs onnxport[export]; `allow_pickle` lets pickle weights load there).
+    `max_batch_tokens`: at most this many padded tokens (rows x longest) per model run, besides
+    the verbs' `batch_size` rows; None: rows only. See docs/performance.md.
     """
     _check_path(artifact, "load")
     if backend == "torch":
         from .convert.references import open_torch_pipeline
 
-        return open_torch_pipeline(artifact, truncate=truncate, allow_pickle=allow_pickle)
+        return open_torch_pipeline(artifact, truncate=truncate, allow_pickle=allow_pickle,
+                                   max_batch_tokens=max_batch_tokens)
     if backend != "onnx":
         raise errors.InputError(f"unknown backend '{backend}'; choose onnx or torch")
     from .runtime.pipelines import load as run
 
-    return run(artifact, model=model, providers=providers, threads=threads, truncate=truncate)
+    return run(artifact, model=model, providers=providers, threads=threads, truncate=truncate,
+               max_batch_tokens=max_batch_tokens)
 
 
 def optimize(

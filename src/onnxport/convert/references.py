@@ -22,6 +22,7 @@ from ..core.artifact import Artifact
 from ..core.model_files import MODEL_FILE, QUALITY_KINDS
 from ..core.spec import Task
 from ..errors import InputError, OnnxportError
+from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from .requirements import require_export
 
 
@@ -140,9 +141,12 @@ def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: b
     return fuse(art, level=level, verify=verify, texts=texts, reference=reference, notes=notes, progress=progress)
 
 
-def open_torch_pipeline(artifact: str | Path | Artifact, *, truncate: bool = True, allow_pickle: bool = False):
-    """The artifact's task pipeline running its PyTorch source (`load(..., backend="torch")`)."""
+def open_torch_pipeline(artifact: str | Path | Artifact, *, truncate: bool = True, allow_pickle: bool = False,
+                        max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS):
+    """The artifact's task pipeline running its PyTorch source (`load(..., backend="torch")`),
+    batched exactly as the onnx one."""
     from ..runtime.pipelines import load
 
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
-    return load(art, runner=TorchReference(art, allow_pickle=allow_pickle), backend="torch", truncate=truncate)
+    return load(art, runner=TorchReference(art, allow_pickle=allow_pickle), backend="torch", truncate=truncate,
+                max_batch_tokens=max_batch_tokens)

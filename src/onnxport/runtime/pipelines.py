@@ -24,6 +24,7 @@ from ..core.messages import notice
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
 from ..core.spec import Task
 from ..errors import ArtifactError, InputError, NotForThisTask
+from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
 from .session import OnnxModel
 from .tokenization import TextEncoder
@@ -63,11 +64,12 @@ def choose_model_file(artifact: Artifact, model: str) -> str:
 
 def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
          threads: int | None = None, truncate: bool = True, runner: Any = None,
-         backend: str = "onnx") -> "Pipeline":
+         backend: str = "onnx", max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> "Pipeline":
     """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier).
 
     `runner` replaces the onnxruntime session (it must take and give the graph's arrays);
-    `backend` is only its name in reprs and logs."""
+    `backend` is only its name in reprs and logs. `max_batch_tokens` caps the padded tokens
+    (rows x longest) of one model run, None: rows only (see `runtime.batching`)."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     threads = optional_positive_int(threads, "threads")
     providers = string_list(providers, "providers") if providers is not None else None
@@ -76,7 +78,8 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
         raise ArtifactError(f"task {art.task.value} has no pipeline; run the graph with "
                             "onnxport.runtime.session.OnnxModel")
     if runner is not None:
-        return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate)
+        return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate,
+                   max_batch_tokens=max_batch_tokens)
     model_file = choose_model_file(art, model)
     verdict = art.verdict(model_file)
     if verdict == FAILED:
@@ -90,14 +93,17 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
     notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
            f"on {', '.join(runner.session.get_providers())}")
-    return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate)
+    return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate,
+               max_batch_tokens=max_batch_tokens)
 
 
 class Pipeline:
     """Shared machinery: validation, length-sorted batching, order restoring."""
 
-    def __init__(self, artifact: Artifact, runner, *, model_file: str, backend: str, truncate: bool = True):
+    def __init__(self, artifact: Artifact, runner, *, model_file: str, backend: str, truncate: bool = True,
+                 max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS):
         self.artifact = artifact
+        self.max_batch_tokens = optional_positive_int(max_batch_tokens, "max_batch_tokens")
         self.runner = runner
         self.model_file = model_file
         self.backend = backend
@@ -161,9 +167,15 @@ class Pipeline:
                 f"apart by {config['type_vocab_size']} segment types, so pairs would be read wrongly; "
                 "re-export it with --token-type-ids to classify pairs")
 
-    def run_model(self, encodings: Sequence) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    # The graph outputs `rows` reads; None: all. Others are not copied out of onnxruntime
+    # (a sentence-embedding graph's token_embeddings is batch x tokens x hidden floats).
+    result_outputs: list[str] | None = None
+
+    def run_model(self, encodings: Sequence, outputs: Sequence[str] | None = None,
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One model run over `encodings`, padded to the longest (a static graph gets its fixed
-        rows, filled by repeating the last one): the input arrays and outputs, real rows only."""
+        rows, filled by repeating the last one): the input arrays and outputs (`outputs`, by
+        default `result_outputs`; a custom runner gives all of its own), real rows only."""
         real = len(encodings)
         batch = list(encodings)
         step = self.batch_rows
@@ -172,8 +184,9 @@ class Pipeline:
                 raise InputError(f"this static-shape graph takes {step} rows per run, not {real}")
             batch = batch + [batch[-1]] * (step - real)
         arrays = self.encoder.pad(batch)
-        outputs = self.runner.run(arrays)
-        return {k: v[:real] for k, v in arrays.items()}, {k: v[:real] for k, v in outputs.items()}
+        wanted = outputs or self.result_outputs
+        results = self.runner.run(arrays, wanted) if wanted and isinstance(self.runner, OnnxModel) else self.runner.run(arrays)
+        return {k: v[:real] for k, v in arrays.items()}, {k: v[:real] for k, v in results.items()}
 
     def infer(self, encodings: Sequence) -> list:
         """The task's raw result per encoding from one model run (see `rows`). The server's
@@ -184,21 +197,25 @@ class Pipeline:
     def rows(self, encodings: Sequence, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
         raise NotImplementedError
 
-    def run_batches(self, texts: list[str], batch_size: int):
+    def run_batches(self, texts: list[str], batch_size: int, outputs: Sequence[str] | None = None):
         """Yield (indices, encodings, arrays, outputs) per length-sorted batch."""
-        return self.run_encodings(self.tokenize(texts), batch_size)
+        return self.run_encodings(self.tokenize(texts), batch_size, outputs)
 
-    def run_encodings(self, encodings: Sequence, batch_size: int):
+    def run_encodings(self, encodings: Sequence, batch_size: int, outputs: Sequence[str] | None = None):
         """`run_batches` over texts tokenized already: sorted by token count, so each model run
-        is padded only to its own longest; indices point into `encodings`."""
-        batch_size = positive_int(batch_size, "batch_size")
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        step = self.batch_rows or batch_size
-        for start in range(0, len(order), step):
-            indices = order[start:start + step]
+        is padded only to its own longest, and cut into runs of at most `batch_size` rows and
+        `max_batch_tokens` padded tokens (`runtime.batching`); indices point into `encodings`.
+        A static-shape graph takes its fixed rows per run."""
+        lengths = [len(encoding.ids) for encoding in encodings]
+        if self.batch_rows:
+            positive_int(batch_size, "batch_size")
+            batches = length_batches(lengths, self.batch_rows, None)
+        else:
+            batches = length_batches(lengths, batch_size, self.max_batch_tokens)
+        for indices in batches:
             batch = [encodings[i] for i in indices]
-            arrays, outputs = self.run_model(batch)
-            yield indices, batch, arrays, outputs
+            arrays, results = self.run_model(batch, outputs)
+            yield indices, batch, arrays, results
 
 
 class Embedder(Pipeline):
@@ -232,10 +249,14 @@ class Embedder(Pipeline):
         texts = self._texts(texts)
         name = "token_embeddings" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
         result: list[Any] = [None] * len(texts)
-        for indices, _, arrays, outputs in self.run_batches(texts, batch_size):
+        for indices, _, arrays, outputs in self.run_batches(texts, batch_size, [name]):
             for row, index in enumerate(indices):
                 result[index] = outputs[name][row][arrays["attention_mask"][row].astype(bool)]
         return result
+
+    @cached_property
+    def result_outputs(self) -> list[str]:
+        return ["sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"]
 
     @cached_property  # read on every server request; the artifact's outputs do not change
     def dimensions(self) -> int:

@@ -121,13 +121,15 @@ class OnnxModel:
     def feed(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return graph_feed(self.session, arrays)
 
-    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, arrays: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The graph's outputs (only `outputs` when given: the others are not copied out)."""
+        names = list(outputs) if outputs else self.output_names
         if self.on_cuda:
-            return self._run_with_io_binding(self.feed(arrays))
-        results = self.session.run(self.output_names, self.feed(arrays))
-        return dict(zip(self.output_names, results))
+            return self._run_with_io_binding(self.feed(arrays), names)
+        results = self.session.run(names, self.feed(arrays))
+        return dict(zip(names, results))
 
-    def _run_with_io_binding(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_with_io_binding(self, feed: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         # From onnxruntime's IOBinding docs: copy inputs to the GPU once, let outputs come
         # back to host memory, and avoid the extra copies plain run() makes. Not exercised
         # on CPU-only machines (see README).
@@ -136,7 +138,7 @@ class OnnxModel:
         binding = self.session.io_binding()
         for name, array in feed.items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
-        for name in self.output_names:
+        for name in names:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+        return dict(zip(names, binding.copy_outputs_to_cpu()))

@@ -29,6 +29,7 @@ from ..core.model_files import MODEL_FILE
 from ..core.spec import Pooling
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
+from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from . import render
 from .render import console, stdout
 from .textio import read_texts
@@ -339,16 +340,37 @@ def _inspect_hierarchy(path, depth, as_json) -> None:
 @click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
               help="Module level of the rows: 1 = embeddings/encoder, 3 = encoder.layer.N.attention.")
 @click.option("--merge-layers", is_flag=True, help="Add up repeated blocks: encoder.layer.*.attention.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, help="Passes over the texts.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Texts per model run [default: 16; with --stages 32, as the pipelines].")
+@click.option("--repeat", type=click.IntRange(min=1), help="Passes over the texts [default: 1; with --stages 3].")
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: physical cores].")
+@click.option("--stages", is_flag=True,
+              help="Time the whole pipeline call instead (tokenize, pad, feed, run, pool, other).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (rows and per-node times).")
-def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat, threads, as_json):
-    """Where inference time goes per PyTorch module (onnxruntime's profiler on real batches)."""
+def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat, threads, stages, as_json):
+    """Where inference time goes per PyTorch module (onnxruntime's profiler on real batches),
+    or with --stages where a whole embed/classify/extract/score call spends it.
+
+    \b
+    Example:
+      onnxport profile out/minilm --merge-layers
+      onnxport profile out/minilm --stages --model fp32
+    """
+    texts = read_texts(texts) if texts else None
+    if stages:
+        from .stages import profile_stages
+
+        data = profile_stages(artifact, model=model_kind, texts=texts, batch_size=batch_size or 32,
+                              repeat=repeat or 3, threads=threads).to_dict()
+        if as_json:
+            stdout.print_json(json.dumps(data))
+        else:
+            render.print_stages(data)
+        return
     from .profile import profile as run_profile
 
-    result = run_profile(artifact, model=model_kind, texts=read_texts(texts) if texts else None,
-                         batch_size=batch_size, repeat=repeat, threads=threads)
+    result = run_profile(artifact, model=model_kind, texts=texts, batch_size=batch_size or 16, repeat=repeat or 1,
+                         threads=threads)
     data = result.to_dict(depth, merge_layers)
     if as_json:
         stdout.print_json(json.dumps(data))
@@ -366,7 +388,10 @@ def _run_options(formats: str = ".jsonl, .npy or .parquet") -> list:
         click.option("--text-field", default="text", show_default=True, help="Text field of .jsonl/.csv/.parquet."),
         click.option("--id-field", default="id", show_default=True, help="Id field of .jsonl/.csv/.parquet."),
         click.option("--skip-bad", is_flag=True, help="Skip bad input rows (each is reported) instead of stopping."),
-        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True, help="At most this many texts per model run."),
+        click.option("--max-batch-tokens", type=click.IntRange(min=1), default=DEFAULT_BATCH_TOKENS, show_default=True,
+                     help="At most this many padded tokens (texts x longest) per model run: short texts run in "
+                          "batches of --batch-size, long ones in smaller batches (docs/performance.md)."),
         click.option("--model", "model_kind", type=click.Choice(["auto", "fp32", "opt", "int8", "fp16"]),
                      default="auto", show_default=True, help="Which model file of the artifact."),
         click.option("--providers", help="Comma-separated onnxruntime providers, e.g. cuda,cpu."),
@@ -409,14 +434,17 @@ def pipeline_options(command):
 
 
 def _run_pipeline(method: str, artifact, inputs, output, text_field, pair_field, id_field, skip_bad, batch_size,
-                  model_kind, providers, threads, backend, truncate, engine, address, actors, cpus_per_actor,
-                  pair_text: str | None = None, **method_options) -> None:
+                  max_batch_tokens, model_kind, providers, threads, backend, truncate, engine, address, actors,
+                  cpus_per_actor, pair_text: str | None = None, **method_options) -> None:
     from .textio import Row, check_output, read_rows, write_results
 
     _check_pair_field(method, pair_field, text_field, engine)
     if pair_text is not None:
         _check_pair_text(inputs, pair_field, engine)
     if engine == "ray":
+        if max_batch_tokens != DEFAULT_BATCH_TOKENS:
+            raise click.UsageError(f"--max-batch-tokens goes with the local engine for now; Ray workers batch with "
+                                   f"the default {DEFAULT_BATCH_TOKENS} tokens and --batch-size rows")
         pairs = {"pair_column": pair_field} if method == "classify" else {}
         return _run_on_ray(method, artifact, inputs, output, text_field=text_field, skip_bad=skip_bad,
                            batch_size=batch_size, model=model_kind, providers=providers, threads=threads,
@@ -436,7 +464,7 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, pair_field,
                          pair_optional=pair_field is None,
                          warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
-                             threads=threads, backend=backend, truncate=truncate)
+                             threads=threads, backend=backend, truncate=truncate, max_batch_tokens=max_batch_tokens)
     # load() names the onnx file it picked in its own notice; say the rest once.
     console.print(f"[dim]{'' if backend == 'onnx' else 'the PyTorch source, '}{_count_rows(rows)}[/]")
     if method == "classify" and len(inputs) == 2 and not any(Path(arg).exists() for arg in inputs):
@@ -631,8 +659,8 @@ def rerank_options(command):
 
 @main.command()
 @rerank_options
-def rerank(artifact, inputs, output, text_field, id_field, skip_bad, batch_size, model_kind, providers, threads,
-           backend, truncate, query, top_k):
+def rerank(artifact, inputs, output, text_field, id_field, skip_bad, batch_size, max_batch_tokens, model_kind,
+           providers, threads, backend, truncate, query, top_k):
     """Rank documents (arguments, a file, or stdin) by relevance to --query with a text-ranking
     (cross-encoder) artifact: one JSON line per document, best first, with its rank, score and
     index in the input.
@@ -650,7 +678,7 @@ def rerank(artifact, inputs, output, text_field, id_field, skip_bad, batch_size,
     rows = read_rows(inputs, text_field=text_field, id_field=id_field, skip_bad=skip_bad,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     pipeline = onnxport.load(artifact, model=model_kind, providers=providers.split(",") if providers else None,
-                             threads=threads, backend=backend, truncate=truncate)
+                             threads=threads, backend=backend, truncate=truncate, max_batch_tokens=max_batch_tokens)
     ranked = pipeline.rerank(query, [row.text for row in rows], top_k=top_k, return_documents=False,
                              batch_size=batch_size)
     console.print(f"[dim]{len(rows)} document{'s' if len(rows) != 1 else ''} ranked for the query[/]")

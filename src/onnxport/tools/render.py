@@ -216,6 +216,19 @@ def print_hierarchy(tree: dict) -> None:
                  f"({coverage['share']:.1%}); parameters in no single module: {tree['unowned_parameters']:,}")
 
 
+def print_stages(data: dict) -> None:
+    """`profile --stages`: one pipeline call's wall time per stage."""
+    rows = table(f"{data['model_file']}: where {data['verb']}() spends its time", "stage", "ms", "share", "what",
+                 right=("ms", "share"))
+    for row in data["stages"]:
+        rows.add_row(row["stage"], f"{row['ms']:.1f}", f"{row['share']:.1%}", row["what"])
+    stdout.print(rows)
+    threads = data["threads"] or "default"
+    stdout.print(f"{data['repeat']} calls over {data['texts']} texts ({data['tokens']} tokens), batch "
+                 f"{data['batch_size']}, {threads} threads: {data['wall_ms']:.1f} ms, "
+                 f"{data['texts_per_second']:.1f} texts/s")
+
+
 def print_profile(data: dict, depth: int) -> None:
     """`profile`: kernel time per module."""
     rows = table(f"{data['model_file']}: kernel time per module (depth {depth})", "module", "class", "ms",

@@ -78,7 +78,7 @@ class PipelineRunner:
         result: list[Any] = [None] * len(texts)
         per_token = SEQUENCE_AXIS in self.output.dims[1:2]
         encodings = self.pipeline.tokenize_items(self._inputs(texts))
-        for indices, _, arrays, outputs in self.pipeline.run_encodings(encodings, 16):
+        for indices, _, arrays, outputs in self.pipeline.run_encodings(encodings, 16, [self.output.name]):
             values = outputs[self.output.name]
             for row, index in enumerate(indices):
                 value = values[row][arrays["attention_mask"][row].astype(bool)] if per_token else values[row]
