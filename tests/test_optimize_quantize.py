@@ -154,6 +154,40 @@ def test_guard_keeps_the_sabotaged_unit_in_float(sensitive_artifact):
     assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for op in ops.values())
 
 
+def test_int8_quality_is_also_reported_on_texts_the_guard_never_saw(sensitive_artifact):
+    """The reference: both files through onnxruntime on the held-out texts, in length-ordered
+    batches of 16 (as the guard batches), cosines in numpy."""
+    from transformers import AutoTokenizer
+
+    from onnxport.core.sample_texts import held_out_texts
+
+    texts = builtin_texts(48)
+    entry = quantize(sensitive_artifact, texts=texts)
+    held = entry["held_out_quality"]
+    unseen = held_out_texts(48, texts)
+    assert held["texts"] == len(unseen) == 48 and not set(unseen) & set(texts)
+    tokenizer = AutoTokenizer.from_pretrained(sensitive_artifact)
+    lengths = [len(tokenizer(t, truncation=True, max_length=64)["input_ids"]) for t in unseen]
+    ordered = [unseen[i] for i in sorted(range(len(unseen)), key=lambda i: lengths[i])]
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(sensitive_artifact / name), providers=["CPUExecutionProvider"])
+                for name in ("model.onnx", INT8_FILE)]
+    vectors = [[], []]
+    for start in range(0, len(ordered), 16):
+        batch = dict(tokenizer(ordered[start:start + 16], padding=True, truncation=True, max_length=64,
+                               return_tensors="np"))
+        for vector, session in zip(vectors, sessions):
+            names = {i.name for i in session.get_inputs()}
+            vector.append(session.run(["sentence_embedding"], {k: v.astype(np.int64) for k, v in batch.items()
+                                                                 if k in names})[0])
+    want, got = (np.concatenate(v).astype(np.float64) for v in vectors)
+    cosines = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert held["mean_cosine"] == pytest.approx(cosines.mean(), abs=1e-6)
+    assert held["min_cosine"] == pytest.approx(cosines.min(), abs=1e-5)
+    assert held["passed"] == (cosines.mean() >= 0.995 and cosines.min() >= 0.98 and held["top10_overlap"] >= 0.8)
+
+
 def test_units_are_grouped_per_layer_and_kind(sensitive_export):
     import onnx
 

@@ -104,6 +104,28 @@ def test_map_dataset_ner_equals_extract(tiny_ner_artifact):
         assert np.allclose([e["score"] for e in row["entities"]], [e["score"] for e in want], atol=1e-5)
 
 
+class ReportsItsBudget(scale.ArtifactWorker):
+    """Fails its actor unless the pipeline it opened batches with the budget the driver was given."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.pipeline.max_batch_tokens != 48:
+            raise RuntimeError(f"the actor's pipeline batches with {self.pipeline.max_batch_tokens} tokens, not 48")
+
+
+def test_map_dataset_passes_the_token_budget_to_every_actor(tiny_ner_artifact):
+    texts = corpus(30)
+    dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts}))
+    result = scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", max_batch_tokens=48, actors=1,
+                               worker=ReportsItsBudget).take_all()
+    expected = onnxport.load(tiny_ner_artifact).extract(texts)
+    for row in result:
+        assert [(e["label"], e["start"], e["end"]) for e in row["entities"]] == \
+            [(e["label"], e["start"], e["end"]) for e in expected[row["key"]]]
+    with pytest.raises(InputError, match="max_batch_tokens"):
+        scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", max_batch_tokens=0)
+
+
 def test_map_dataset_ner_stride_and_classify_pairs(tiny_ner_artifact, tiny_cls_artifact):
     texts = corpus(40)
     dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts}))

@@ -8,6 +8,7 @@ batch of them is padding-heavy and exercises truncation.
 from __future__ import annotations
 
 import random
+from typing import Iterable
 
 from ..errors import InputError
 
@@ -72,6 +73,22 @@ def builtin_texts(count: int = 240, *, seed: int = 0) -> list[str]:
         else:
             texts.append(f"{rng.choice(_SHORT)} {rng.randint(0, 10_000)} {rng.choice(_WORDS)}")
     return texts[:count]
+
+
+HELD_OUT_SEED = 7
+
+
+def held_out_texts(count: int, seen: Iterable[str]) -> list[str]:
+    """`count` generated texts of the same kinds as `builtin_texts`, from another seed, none of
+    them in `seen`: for judging a file on texts its guard never measured."""
+    seen = set(seen)
+    fixed = len(_SHORT) + len(_SENTENCES)  # the same first texts in every seed's list
+    size = count + fixed
+    while True:
+        texts = [t for t in builtin_texts(size, seed=HELD_OUT_SEED)[fixed:] if t not in seen]
+        if len(texts) >= count or size > 50 * (count + fixed):
+            return texts[:count]
+        size *= 2
 
 
 def _document(rng: random.Random, words: int) -> str:

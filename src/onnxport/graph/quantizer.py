@@ -12,6 +12,7 @@ doubling-then-halving search.
 from __future__ import annotations
 
 import dataclasses
+from functools import cached_property
 import platform
 import re
 import tempfile
@@ -28,7 +29,7 @@ from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
 from ..core.files import file_facts
 from ..core.model_files import INT8_FILE, MODEL_FILE, OPT_FILE
-from ..core.sample_texts import builtin_texts
+from ..core.sample_texts import builtin_texts, held_out_texts
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
@@ -240,6 +241,13 @@ def quantize(
         "attempts": history, "quality": quality, "targets": limits, "speedup_vs_source": speedup,
         "seconds": round(seconds, 1), "verification": None, **file_facts([target]),
     }
+    held_out = held_out_texts(len(texts), texts)
+    if len(held_out) >= 2:
+        say(f"measuring {INT8_FILE} on {len(held_out)} texts the guard never saw")
+        probe = _QualityProbe(art, encoder, held_out, limits)
+        checks = probe.checks(target)
+        entry["held_out_quality"] = {"texts": len(held_out), "passed": all(c.passed for c in checks),
+                                     **probe.summary(checks)}
     art.files[INT8_FILE] = entry
     write_manifest(art.path, art.manifest)
     report = run_verify(art, model_file=INT8_FILE, texts=texts, thresholds=targets, record=True, progress=progress)
@@ -286,14 +294,17 @@ class _QualityProbe:
         inputs, self.texts = by_length(art.task, encoder, *quality_inputs(art.task, texts))
         self.batches = [encoder.encode_items(inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
         self.masks = [b["attention_mask"].astype(bool) for b in self.batches]
-        reference = OnnxModel(art.model_path(MODEL_FILE))
-        self.expected = [reference.run(b) for b in self.batches]
+        self.reference = OnnxModel(art.model_path(MODEL_FILE))
+        self.expected = [self.reference.run(b) for b in self.batches]
         # Ranking units needs only an order, so it reads every third input (a third of the
         # cost) in batches of 8, which pad sorted inputs less than 16 do.
         sample = inputs[::3] if len(inputs) >= 24 else inputs
         self.sample_batches = [encoder.encode_items(sample[i:i + 8]) for i in range(0, len(sample), 8)]
         self.sample_masks = [b["attention_mask"].astype(bool) for b in self.sample_batches]
-        self.sample_expected = [reference.run(b) for b in self.sample_batches]
+
+    @cached_property
+    def sample_expected(self) -> list[dict[str, np.ndarray]]:
+        return [self.reference.run(b) for b in self.sample_batches]
 
     def checks(self, path: Path):
         model = OnnxModel(path)

@@ -13,10 +13,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..core.arguments import choice, positive_int, string_list
+from ..core.arguments import choice, optional_positive_int, positive_int, string_list
 from ..core.artifact import FAILED, MODIFIED, Artifact
 from ..core.messages import notice
 from ..errors import InputError
+from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from ..runtime.pipelines import AGGREGATIONS, PIPELINES, VERB_TASKS, choose_model_file
 from ..runtime.tokenization import TextEncoder
 from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, TASK_METHODS, check_pair_column
@@ -38,13 +39,15 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
                 batch_size: int = 32, rows_per_batch: int = ROWS_PER_BATCH, actors: int | None = None,
                 cpus_per_actor: int = 1, truncate: bool = True, aggregation: str = "simple",
                 stride: int | str | None = "auto", top_k: int = 1, pair_column: str | None = None,
-                providers: Sequence[str] | None = None, worker: type = ArtifactWorker) -> Any:
+                providers: Sequence[str] | None = None, max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                worker: type = ArtifactWorker) -> Any:
     """`dataset` with the artifact's results in `output_column` (default: embedding, entities or
     labels) and a per-row `error_column` (null when the row succeeded; else why, with an empty
     result). Every other column, ids included, is kept.
 
-    task_fn: "embed", "ner" or "classify". batch_size: rows per model run; rows_per_batch:
-    rows per Ray batch, sorted by length into those runs. actors: size of the actor pool
+    task_fn: "embed", "ner" or "classify". batch_size: rows per model run, and
+    max_batch_tokens its padded tokens (as in `onnxport.load`); rows_per_batch: rows per Ray
+    batch, sorted by length into those runs. actors: size of the actor pool
     (default: the cluster's CPUs / cpus_per_actor); each actor runs onnxruntime with
     `cpus_per_actor` threads. truncate=False: a text over the model's length is a failed row.
     aggregation and stride (ner), top_k (classify): as in the pipelines. pair_column
@@ -58,6 +61,7 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     check_task(art, task_fn)
     batch_size = positive_int(batch_size, "batch_size")
+    max_batch_tokens = optional_positive_int(max_batch_tokens, "max_batch_tokens")
     rows_per_batch = positive_int(rows_per_batch, "rows_per_batch")
     cpus_per_actor = positive_int(cpus_per_actor, "cpus_per_actor")
     top_k = positive_int(top_k, "top_k")
@@ -96,7 +100,7 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
         fn_constructor_kwargs=dict(
             shipment=shipment, path=str(art.path.resolve()), model_file=model_file, verdict=verdict,
             task_fn=task_fn, text_column=text_column, output_column=output_column, error_column=error_column,
-            threads=cpus_per_actor, batch_size=batch_size, truncate=truncate,
+            threads=cpus_per_actor, batch_size=batch_size, max_batch_tokens=max_batch_tokens, truncate=truncate,
             providers=string_list(providers, "providers") if providers is not None else None, options=options),
         **actor_pool_args(ray.__version__, actors),
     )

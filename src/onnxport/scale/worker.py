@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from ..core.model_files import MODEL_CHOICES
+from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from ..runtime.entities import flat_windows, per_text
 from ..runtime.pipelines import load
 from .columns import check_columns, embedding_column, error_column, records_column, row_pairs, text_problem
@@ -30,7 +31,8 @@ class ArtifactWorker:
 
     def __init__(self, *, shipment: list, path: str, model_file: str, verdict: str, task_fn: str,
                  text_column: str, output_column: str, error_column: str, threads: int, batch_size: int,
-                 truncate: bool, providers: list[str] | None, options: dict[str, Any]) -> None:
+                 truncate: bool, providers: list[str] | None, options: dict[str, Any],
+                 max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> None:
         # tokenizers sizes its thread pool from the host's cores on first use; an actor owns
         # `threads` CPUs, so it must not start more (Ray sets OMP_NUM_THREADS the same way).
         os.environ["RAYON_NUM_THREADS"] = str(threads)
@@ -40,7 +42,8 @@ class ArtifactWorker:
 
         artifact = open_shipped(path, ray.get(shipment[0]), model_file, verdict)
         kind = next(kind for kind, name in MODEL_CHOICES.items() if name == model_file)
-        self.pipeline = load(artifact, model=kind, threads=threads, providers=providers, truncate=True)
+        self.pipeline = load(artifact, model=kind, threads=threads, providers=providers, truncate=True,
+                             max_batch_tokens=max_batch_tokens)
         self.task_fn = task_fn
         self.text_column = text_column
         self.output_column = output_column

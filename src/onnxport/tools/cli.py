@@ -442,12 +442,10 @@ def _run_pipeline(method: str, artifact, inputs, output, text_field, pair_field,
     if pair_text is not None:
         _check_pair_text(inputs, pair_field, engine)
     if engine == "ray":
-        if max_batch_tokens != DEFAULT_BATCH_TOKENS:
-            raise click.UsageError(f"--max-batch-tokens goes with the local engine for now; Ray workers batch with "
-                                   f"the default {DEFAULT_BATCH_TOKENS} tokens and --batch-size rows")
         pairs = {"pair_column": pair_field} if method == "classify" else {}
         return _run_on_ray(method, artifact, inputs, output, text_field=text_field, skip_bad=skip_bad,
-                           batch_size=batch_size, model=model_kind, providers=providers, threads=threads,
+                           batch_size=batch_size, max_batch_tokens=max_batch_tokens, model=model_kind,
+                           providers=providers, threads=threads,
                            backend=backend, truncate=truncate, address=address, actors=actors,
                            cpus_per_actor=cpus_per_actor, **pairs, **method_options)
     ray_only = [flag for flag, value in (("--address", address), ("--actors", actors)) if value is not None]
@@ -533,8 +531,8 @@ def _run_items(run, items: list, **options) -> list:
     return results
 
 
-def _run_on_ray(method: str, artifact, inputs, output, *, text_field, skip_bad, batch_size, model, providers,
-                threads, backend, truncate, address, actors, cpus_per_actor, **method_options) -> None:
+def _run_on_ray(method: str, artifact, inputs, output, *, text_field, skip_bad, batch_size, max_batch_tokens, model,
+                providers, threads, backend, truncate, address, actors, cpus_per_actor, **method_options) -> None:
     """`--engine ray`: the same verb over files on a Ray cluster (onnxport.scale.run). Bad rows
     are kept, with an `error` value; they make the exit code 1 unless --skip-bad."""
     command = _COMMANDS[method]
@@ -551,7 +549,7 @@ def _run_on_ray(method: str, artifact, inputs, output, *, text_field, skip_bad, 
 
     summary = scale.run(list(inputs), output, artifact, address=address, actors=actors, cpus_per_actor=cpus_per_actor,
                         task_fn=command, text_column=text_field, model=model, batch_size=batch_size,
-                        truncate=truncate, providers=providers.split(",") if providers else None, **method_options)
+                        max_batch_tokens=max_batch_tokens, truncate=truncate, providers=providers.split(",") if providers else None, **method_options)
     console.print(f"[green]done[/]: {escape(summary.line())} ({summary.actors} actor"
                   f"{'s' if summary.actors != 1 else ''} × {summary.cpus_per_actor} CPU)")
     if summary.failed:

@@ -196,6 +196,11 @@ def print_quantization(entry: dict) -> None:
                   + (f"; partly float: {', '.join(partly)} (excluded nodes)" if partly else ""))
     quality = ", ".join(f"{k}={v:.4f}" for k, v in entry["quality"].items() if k not in ("float_units", "passed"))
     console.print(f"quality vs fp32: {quality}; speed-up vs {entry['source_file']}: {entry['speedup_vs_source']}x")
+    held = entry.get("held_out_quality")
+    if held:
+        measured = ", ".join(f"{k}={v:.4f}" for k, v in held.items() if isinstance(v, float))
+        line = f"on {held['texts']} held-out texts (never measured by the guard): {measured}"
+        console.print(line if held["passed"] else f"[yellow]warning:[/] below target {line}")
     print_report(entry["verification"])
 
 
