@@ -23,7 +23,8 @@ from onnxport.core import cpus
 from onnxport.errors import InputError, MissingDependency
 from onnxport.serve import batcher as batcher_module
 from onnxport.serve.batcher import Batcher, QueueFull, choose_batch
-from onnxport.serve.inputs import base64_vector, check_dimensions, request_items, shorten
+from onnxport.runtime.vectors import shorten
+from onnxport.serve.inputs import base64_vector, check_dimensions, request_items
 from onnxport.serve.limits import Limits, parse_size
 from onnxport.serve.metrics import ServeMetrics
 from onnxport.serve.models import ServedModel, TokenIdsInput, parse_artifact_args

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import onnxport
+
 from conftest import tiny_bert_config
 
 TEXTS = [
@@ -231,3 +233,63 @@ def test_a_default_prompt_excluded_from_pooling_is_refused(tmp_path, tiny_bert_f
     result = _cli("export", "-m", folder, "-o", tmp_path / "out")
     assert result.exit_code == 2 and "include_prompt" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- prompts and dimensions at run time
+
+@pytest.fixture(scope="module")
+def prompted_export(tmp_path_factory, tiny_bert_folder):
+    """An ST folder with a query and a passage prompt and no default, exported once."""
+    root = tmp_path_factory.mktemp("prompted")
+    folder = _save_st(root / "st", tiny_bert_folder, pooling="mean", normalize=True,
+                      prompts={"query": "query: ", "passage": "passage: "})
+    onnxport.export(folder, out=root / "out")
+    return folder, root / "out"
+
+
+def test_prompt_name_and_dimensions_equal_sentence_transformers(prompted_export):
+    from sentence_transformers import SentenceTransformer
+
+    folder, out = prompted_export
+    st = SentenceTransformer(str(folder), device="cpu")
+    embedder = onnxport.load(out)
+    for name in ("query", "passage"):
+        np.testing.assert_allclose(embedder.embed(TEXTS, prompt_name=name), st.encode(TEXTS, prompt_name=name),
+                                   atol=1e-5)
+    np.testing.assert_allclose(embedder.embed(TEXTS, prompt="search: "), st.encode(TEXTS, prompt="search: "),
+                               atol=1e-5)
+    plain = embedder.embed(TEXTS)
+    np.testing.assert_allclose(plain, st.encode(TEXTS), atol=1e-5)
+    assert np.abs(plain - embedder.embed(TEXTS, prompt_name="query")).max() > 1e-3  # the prompt matters
+    # Matryoshka: sentence-transformers' truncate_dim, renormalized.
+    width = plain.shape[1] // 2
+    shortened = embedder.embed(TEXTS, prompt_name="query", dimensions=width)
+    reference = SentenceTransformer(str(folder), device="cpu", truncate_dim=width)
+    np.testing.assert_allclose(shortened, reference.encode(TEXTS, prompt_name="query", normalize_embeddings=True),
+                               atol=1e-5)
+    assert shortened.shape == (len(TEXTS), width)
+
+
+def test_prompt_and_dimension_mistakes_are_clear(prompted_export, tmp_path):
+    from onnxport.errors import InputError
+
+    _, out = prompted_export
+    embedder = onnxport.load(out)
+    with pytest.raises(InputError, match=r"no prompt named 'qeury' .*'passage'.*'query'"):
+        embedder.embed(TEXTS, prompt_name="qeury")
+    with pytest.raises(InputError, match="not both"):
+        embedder.embed(TEXTS, prompt_name="query", prompt="q: ")
+    with pytest.raises(InputError, match=r"at most this model's \d+, not 100000"):
+        embedder.embed(TEXTS, dimensions=100_000)
+    with pytest.raises(InputError, match="dimensions must be"):
+        embedder.embed(TEXTS, dimensions=0)
+    target = tmp_path / "vectors.npy"
+    for extra, message in ((["--prompt-name", "qeury"], "no prompt named 'qeury'"),
+                           (["--dimensions", "100000"], "at most this model's")):
+        result = _cli("embed", out, *TEXTS[:2], "-o", target, *extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output and not target.exists()
+    result = _cli("embed", out, *TEXTS[:2], "-o", target, "--prompt-name", "query", "--dimensions", "8")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(target), embedder.embed(TEXTS[:2], prompt_name="query", dimensions=8),
+                               atol=1e-6)

@@ -100,6 +100,22 @@ class Artifact:
         name = self.manifest.get("prompts", {}).get("default_prompt_name")
         return self.prompts.get(name, "") if name else ""
 
+    def prompt(self, name: str | None = None) -> str:
+        """The text put before every input: the prompt called `name`, or the default one (None)."""
+        if name is None:
+            return self.default_prompt
+        prompts = self.prompts
+        if not isinstance(name, str) or name not in prompts:
+            have = ", ".join(repr(n) for n in prompts) or "none"
+            raise InputError(f"{self.path} has no prompt named {name!r} (its prompts, from the sentence-transformers "
+                             f"folder's config_sentence_transformers.json: {have}); pass one of those, or prompt=TEXT")
+        facts = self.manifest.get("source", {}).get("sentence_transformers") or {}
+        if facts.get("include_prompt") is False and prompts[name]:
+            raise InputError(f"{self.path}'s sentence-transformers pooling leaves the prompt's tokens out "
+                             "(include_prompt: false), but the exported graph pools over every token, so a prompt "
+                             "would give other vectors than sentence-transformers does; embed without one")
+        return prompts[name]
+
     def model_path(self, name: str = MODEL_FILE) -> Path:
         path = self.path / file_name(name, "model_file")
         if not path.exists():

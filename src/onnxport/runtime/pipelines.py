@@ -28,6 +28,7 @@ from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
 from .session import OnnxModel
 from .tokenization import TextEncoder
+from .vectors import shorten
 
 # Every pipeline verb, and the artifacts that have it (for the error when a task lacks one).
 VERB_TASKS = {
@@ -221,21 +222,38 @@ class Pipeline:
 class Embedder(Pipeline):
     """Sentence vectors (and per-token vectors) from embedding or feature-extraction artifacts."""
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool | None = None) -> list:
-        """As `Pipeline.tokenize`, with the artifact's default prompt before every text, as
-        sentence-transformers' encode does (the server and Ray jobs tokenize through here too)."""
-        prompt = self.artifact.default_prompt
+    def tokenize(self, texts: Sequence[str], *, truncate: bool | None = None, prompt: str | None = None) -> list:
+        """As `Pipeline.tokenize`, with `prompt` (default: the artifact's default prompt) before
+        every text, as sentence-transformers' encode does (the server and Ray jobs tokenize
+        through here too)."""
+        prompt = self.artifact.default_prompt if prompt is None else prompt
         if prompt:
             texts = [prompt + text if isinstance(text, str) else text for text in texts]
         return super().tokenize(texts, truncate=truncate)
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens."""
+    def embed(self, texts: Sequence[str], batch_size: int = 32, *, prompt_name: str | None = None,
+              prompt: str | None = None, dimensions: int | None = None) -> np.ndarray:
+        """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens.
+
+        `prompt_name` picks one of the artifact's prompts (`artifact.prompts`, from the
+        sentence-transformers folder) to put before every text, `prompt` gives the text itself
+        ("" for none); neither: the default prompt, if the folder named one. `dimensions` keeps
+        the first that many values of each vector and renormalizes them (Matryoshka models)."""
         texts = self._texts(texts)
+        if prompt is not None and prompt_name is not None:
+            raise InputError("give prompt_name (one of the artifact's prompts) or prompt (the text), not both")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a text, not {type(prompt).__name__}")
+        prefix = self.artifact.prompt(prompt_name) if prompt is None else prompt
+        width = optional_positive_int(dimensions, "dimensions")
+        if width is not None and width > self.dimensions:
+            raise InputError(f"dimensions must be at most this model's {self.dimensions}, not {width}; "
+                             "pass a smaller number, or none for whole vectors")
         result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for indices, batch, arrays, outputs in self.run_batches(texts, batch_size):
+        encodings = self.tokenize(texts, prompt=prefix)
+        for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
             result[indices] = self.rows(batch, arrays, outputs)
-        return result
+        return shorten(result, width)
 
     def rows(self, encodings, arrays, outputs) -> np.ndarray:
         """[rows, dim] sentence vectors: the graph's own, or mean-pooled over real tokens."""

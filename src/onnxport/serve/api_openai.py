@@ -9,7 +9,8 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from .inputs import base64_vector, check_dimensions, request_items, shorten
+from ..runtime.vectors import shorten
+from .inputs import base64_vector, check_dimensions, request_items
 from .schemas import EmbeddingsRequest
 
 router = APIRouter(prefix="/v1")

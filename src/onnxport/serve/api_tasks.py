@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from ..runtime.entities import flat_windows, per_text
-from .inputs import check_dimensions, normalized, request_items, shorten
+from ..runtime.vectors import normalized, shorten
+from .inputs import check_dimensions, request_items
 from .problems import Problem
 from .schemas import ClassifyRequest, EmbedRequest, NerRequest, RerankRequest, TokenizeRequest
 

@@ -37,16 +37,6 @@ def check_dimensions(dimensions: int | None, width: int) -> None:
                       reason="bad_dimensions", param="dimensions")
 
 
-def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """Keep the first `dimensions` values of each vector (Matryoshka style), renormalized."""
-    return vectors if dimensions is None else normalized(vectors[:, :dimensions])
-
-
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
 def base64_vector(vector: np.ndarray) -> str:
     """What OpenAI sends for encoding_format=base64: little-endian float32 bytes, base64."""
     return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")

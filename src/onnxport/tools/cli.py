@@ -594,9 +594,25 @@ def _steps(started: float | None = None):
 
 @main.command()
 @pipeline_options
-def embed(artifact, inputs, **options):
-    """Sentence embeddings for texts (arguments, a file, or stdin)."""
-    _run_pipeline("embed", artifact, inputs, **options)
+@click.option("--prompt-name", help="Put this prompt of the artifact before every text (its prompts come from the "
+                                    "sentence-transformers folder, e.g. query or document) [default: its default "
+                                    "prompt, if it has one].")
+@click.option("--dimensions", type=click.IntRange(min=1),
+              help="Keep the first N values of each vector, renormalized (Matryoshka models).")
+def embed(artifact, inputs, prompt_name, dimensions, **options):
+    """Sentence embeddings for texts (arguments, a file, or stdin).
+
+    \b
+    Example:
+      onnxport embed out/minilm "first text" "second text"
+      onnxport embed out/e5 queries.jsonl --prompt-name query --dimensions 256 -o vectors.npy
+    """
+    extra = {k: v for k, v in (("prompt_name", prompt_name), ("dimensions", dimensions)) if v is not None}
+    if extra and options.get("engine") == "ray":
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in extra)
+        raise click.UsageError(f"{flags} go{'es' if len(extra) == 1 else ''} with the local engine for now; "
+                               "drop --engine ray, or embed without it")
+    _run_pipeline("embed", artifact, inputs, **extra, **options)
 
 
 def _stride(ctx, param, value):
