@@ -362,10 +362,10 @@ def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], a
     expected = reference.encode(texts)
     prompted = [prompt + text for text in texts]
     order = length_order(encoder, prompted)  # batches of similar length: little padding
-    got = np.empty_like(expected, dtype=np.float32)
-    for start in range(0, len(order), 16):
-        rows = order[start:start + 16]
-        got[rows] = model.run(encoder.encode([prompted[i] for i in rows]))["sentence_embedding"]
+    parts = [model.run(encoder.encode([prompted[i] for i in order[start:start + 16]]))["sentence_embedding"]
+             for start in range(0, len(order), 16)]
+    got = np.empty_like(np.concatenate(parts))
+    got[order] = np.concatenate(parts)  # back in text order
     cosines = row_cosines(got, expected)
     diff = np.abs(got - expected).max(axis=1)
     worst = int(cosines.argmin())

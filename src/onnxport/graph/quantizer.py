@@ -12,11 +12,11 @@ doubling-then-halving search.
 from __future__ import annotations
 
 import dataclasses
-from functools import cached_property
 import platform
 import re
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -241,7 +241,7 @@ def quantize(
         "attempts": history, "quality": quality, "targets": limits, "speedup_vs_source": speedup,
         "seconds": round(seconds, 1), "verification": None, **file_facts([target]),
     }
-    held_out = held_out_texts(len(texts), texts)
+    held_out = held_out_texts(min(len(texts), 96), texts)  # as many as the guard's, up to 96
     if len(held_out) >= 2:
         say(f"measuring {INT8_FILE} on {len(held_out)} texts the guard never saw")
         probe = _QualityProbe(art, encoder, held_out, limits)
