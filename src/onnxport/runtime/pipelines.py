@@ -186,7 +186,10 @@ class Pipeline:
             batch = batch + [batch[-1]] * (step - real)
         arrays = self.encoder.pad(batch)
         wanted = outputs or self.result_outputs
-        results = self.runner.run(arrays, wanted) if wanted and isinstance(self.runner, OnnxModel) else self.runner.run(arrays)
+        if wanted and isinstance(self.runner, OnnxModel):
+            results = self.runner.run(arrays, wanted)
+        else:  # a custom runner (backend="torch") takes arrays only and gives all its outputs
+            results = self.runner.run(arrays)
         return {k: v[:real] for k, v in arrays.items()}, {k: v[:real] for k, v in results.items()}
 
     def infer(self, encodings: Sequence) -> list:
