@@ -112,6 +112,17 @@ def tiny_ner_artifact(tmp_path_factory, tiny_token_classifier_folder) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_embedding_artifact(tmp_path_factory, tiny_bert_folder) -> Path:
+    """The tiny random BERT exported once per session as a mean-pooled, normalized sentence
+    embedder (read it, do not change it; copy it to write into it)."""
+    import onnxport
+
+    out = tmp_path_factory.mktemp("tiny-embedding-artifact") / "artifact"
+    onnxport.export(tiny_bert_folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_cls_artifact(tmp_path_factory, tiny_sequence_classifier_folder) -> Path:
     """The tiny random 3-label classifier exported once per session (read it, do not change it)."""
     import onnxport

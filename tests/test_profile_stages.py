@@ -21,10 +21,8 @@ from onnxport.tools.stages import STAGES, profile_stages
 
 
 @pytest.fixture(scope="module")
-def embedding_artifact(tmp_path_factory, tiny_bert_folder):
-    out = tmp_path_factory.mktemp("stages") / "artifact"
-    onnxport.export(tiny_bert_folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
-    return out
+def embedding_artifact(tiny_embedding_artifact):
+    return tiny_embedding_artifact  # read only: these tests load it and write elsewhere
 
 
 def short_texts(count: int) -> list[str]:
