@@ -11,8 +11,8 @@ import pytest
 
 import onnxport
 
-PUBLIC = ["Artifact", "Embedder", "ParityReport", "Pooling", "Reranker", "SequenceClassifier", "Task",
-          "TokenClassifier", "errors", "export", "inspect", "load", "optimize", "quantize", "verify"]
+PUBLIC = ["Artifact", "Embedder", "FillMask", "ParityReport", "Pooling", "QuestionAnswerer", "Reranker",
+          "SequenceClassifier", "Task", "TokenClassifier", "errors", "export", "inspect", "load", "optimize", "quantize", "verify"]
 
 
 def test_public_names_are_pinned_both_ways():
@@ -29,11 +29,13 @@ def test_public_names_are_pinned_both_ways():
 
 def test_lazy_classes_are_the_real_ones():
     from onnxport.checks.report import ParityReport
-    from onnxport.runtime.pipelines import Embedder, Reranker, SequenceClassifier, TokenClassifier
+    from onnxport.runtime.pipelines import (Embedder, FillMask, QuestionAnswerer, Reranker, SequenceClassifier,
+                                            TokenClassifier)
 
     assert onnxport.ParityReport is ParityReport
-    assert (onnxport.Embedder, onnxport.TokenClassifier, onnxport.SequenceClassifier, onnxport.Reranker) == (
-        Embedder, TokenClassifier, SequenceClassifier, Reranker)
+    assert (onnxport.Embedder, onnxport.TokenClassifier, onnxport.SequenceClassifier, onnxport.Reranker,
+            onnxport.QuestionAnswerer, onnxport.FillMask) == (
+        Embedder, TokenClassifier, SequenceClassifier, Reranker, QuestionAnswerer, FillMask)
     with pytest.raises(AttributeError):
         onnxport.NoSuchThing  # noqa: B018
 

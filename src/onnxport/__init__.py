@@ -5,7 +5,8 @@ The public surface is this module: six verbs and the types they take and return.
     export(model, out=...)        source model -> verified artifact directory   (needs onnxport[export])
     verify(artifact)              ParityReport against PyTorch, else the verified model.onnx
     inspect(path)                 what is inside a .onnx file or an artifact, without running it
-    load(artifact)                Embedder / TokenClassifier / SequenceClassifier / Reranker
+    load(artifact)                Embedder / TokenClassifier / SequenceClassifier / Reranker /
+                                  QuestionAnswerer / FillMask
     optimize(artifact)            fused model.opt.onnx (or fp16), verified
     quantize(artifact)            accuracy-guarded model.int8.onnx, verified
 
@@ -30,13 +31,16 @@ from .runtime.batching import DEFAULT_BATCH_TOKENS as _DEFAULT_BATCH_TOKENS
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checks.report import ParityReport
-    from .runtime.pipelines import Embedder, Pipeline, Reranker, SequenceClassifier, TokenClassifier
+    from .runtime.pipelines import (Embedder, FillMask, Pipeline, QuestionAnswerer, Reranker, SequenceClassifier,
+                                    TokenClassifier)
 
 __all__ = [
     "Artifact",
     "Embedder",
+    "FillMask",
     "ParityReport",
     "Pooling",
+    "QuestionAnswerer",
     "Reranker",
     "SequenceClassifier",
     "Task",
@@ -57,6 +61,8 @@ _LAZY_CLASSES = {
     "TokenClassifier": "onnxport.runtime.pipelines",
     "SequenceClassifier": "onnxport.runtime.pipelines",
     "Reranker": "onnxport.runtime.pipelines",
+    "QuestionAnswerer": "onnxport.runtime.pipelines",
+    "FillMask": "onnxport.runtime.pipelines",
 }
 
 
@@ -169,8 +175,8 @@ def load(
     allow_pickle: bool = False,
     max_batch_tokens: int | None = _DEFAULT_BATCH_TOKENS,
 ) -> Pipeline:
-    """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier or
-    Reranker.
+    """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier,
+    Reranker, QuestionAnswerer or FillMask.
 
     `model`: "auto" (verified int8, else verified opt, else model.onnx), "fp32", "opt",
     "int8" or "fp16". `backend="torch"` runs the PyTorch source through the same pipeline

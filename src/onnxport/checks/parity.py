@@ -5,9 +5,9 @@ against the reference the caller passes (convert passes PyTorch) or, without one
 artifact's fp32 model.onnx when PyTorch verified that; quantized, fp16 and approximate
 files by quality against model.onnx (see `quality`). Padding invariance and running at
 each shape are checked too. No reference, or an unverified one, gives "not verified",
-never a pass. Sequence classifiers and rerankers whose tokenizer joins two texts are also
-run on sentence pairs, some cut longest_first, so the pair template and its truncation are
-compared too.
+never a pass. Sequence classifiers, rerankers and question answerers whose tokenizer joins
+two texts are also run on sentence pairs, some cut longest_first, so the pair template and
+its truncation are compared too.
 This module never imports torch: references come in as arguments.
 """
 
@@ -27,12 +27,14 @@ from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import (QUALITY_DEFAULTS, by_length, finite_rows, length_order, quality_checks, quality_inputs,
-                      row_cosines)
+from .quality import (QUALITY_DEFAULTS, finite_rows, judged_inputs, judged_positions, length_order,
+                      quality_checks, row_cosines)
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
 DEFAULT_ATOL = 1e-4
+# Tasks whose inputs are often two texts: their files are also checked on pairs.
+PAIR_TASKS = (Task.SEQUENCE_CLASSIFICATION, Task.TEXT_RANKING, Task.QUESTION_ANSWERING)
 EMBEDDING_MIN_COSINE = 0.99999
 
 
@@ -230,7 +232,7 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
     say = progress or (lambda message: None)
     static = art.spec.static_shape
     batches: list[tuple[str, list]] = [("", batch) for batch in shape_matrix(texts, encoder, static)]
-    if art.task in (Task.SEQUENCE_CLASSIFICATION, Task.TEXT_RANKING) and encoder.takes_pairs:
+    if art.task in PAIR_TASKS and encoder.takes_pairs:
         batches += pair_matrix(texts, encoder, static)
     outputs = {o.name: o for o in art.outputs}
     checks: list[CheckResult] = []
@@ -384,15 +386,17 @@ def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts
     reference = OnnxReference(art)
     got, expected, masks = [], [], []
     shapes = []
-    inputs, shown = by_length(art.task, encoder, *quality_inputs(art.task, texts))
+    inputs, shown = judged_inputs(art.task, encoder, texts)
+    mask_id = encoder.special_token("mask_token")[1]
     for start in range(0, len(inputs), 16):
-        arrays = encoder.encode_items(inputs[start:start + 16])
+        items = inputs[start:start + 16]
+        arrays = encoder.encode_items(items)
         shapes.append(list(arrays["input_ids"].shape))
-        say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(texts) // 16)} "
+        say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(inputs) // 16)} "
             f"(b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
         got.append(model.run(arrays))
         expected.append(reference.run(arrays))
-        masks.append(arrays["attention_mask"].astype(bool))
+        masks.append(judged_positions(art.task, encoder, items, arrays, mask_id))
     checks = quality_checks(art.task, art.outputs[0].name, got, expected, masks, shown, limits, art.labels)
     return ParityReport(model_file, "quality", reference.name, checks, len(texts), shapes,
                         unverified_reason=reference.unverified_reason)

@@ -4,6 +4,10 @@ Embeddings: cosine per text and top-10 neighbour overlap. Sequence classifiers: 
 agreement. Token classifiers: token label agreement and entity F1, with entities decoded
 by `core.spans` exactly as the NER pipeline decodes them. Rerankers (text-ranking): the
 texts become (query, document) groups, judged by rank correlation and top-1 agreement.
+Question answerers: the texts become (question, context) pairs, judged by whether the best
+answer span is the same (exact match) and by the token overlap of the two spans (F1).
+Fill-mask models: a word of each text is masked, judged by top-1 and top-5 agreement of
+the predicted tokens there.
 """
 
 from __future__ import annotations
@@ -23,19 +27,64 @@ QUALITY_DEFAULTS = {
     "entity_f1": 0.95,
     "rank_agreement": 0.95,
     "top1_agreement": 0.9,
+    "exact_match": 0.9,
+    "answer_f1": 0.95,
+    "top5_agreement": 0.8,
 }
 # A reranker's quality inputs: groups of this many (query, document) pairs sharing a query.
 RANKING_GROUP = 8
+# The longest answer (in tokens) the question-answering checks consider, as the pipeline's default.
+ANSWER_TOKENS = 30
 
 
-def quality_inputs(task: Task, texts: list[str]) -> tuple[list, list[str]]:
-    """(what to encode, one label per input for messages): the texts themselves, or for a
+def quality_inputs(task: Task, texts: list[str], mask_token: str | None = None) -> tuple[list, list[str]]:
+    """(what to encode, one label per input for messages): the texts themselves; for a
     reranker (query, document) pairs in groups of RANKING_GROUP, the group's first text as
-    its query (so one pair per group is the query with itself)."""
-    if task is not Task.TEXT_RANKING:
-        return texts, texts
-    pairs = [(texts[i - i % RANKING_GROUP], text) for i, text in enumerate(texts)]
-    return pairs, [f"{query} | {document}" for query, document in pairs]
+    its query (so one pair per group is the query with itself); for a question answerer
+    (question, context) pairs, each text the context of a question made of the next text's
+    first words; for a fill-mask model each text with its middle word masked."""
+    if task is Task.TEXT_RANKING:
+        pairs = [(texts[i - i % RANKING_GROUP], text) for i, text in enumerate(texts)]
+        return pairs, [f"{query} | {document}" for query, document in pairs]
+    if task is Task.QUESTION_ANSWERING:
+        usable = [text for text in texts if text.strip()] or ["(no text)"]
+        pairs = [(" ".join(usable[(i + 1) % len(usable)].split()[:8]) + "?", text) for i, text in enumerate(usable)]
+        return pairs, [f"{question} | {context}" for question, context in pairs]
+    if task is Task.FILL_MASK:
+        masked = mask_words([text for text in texts if text.strip()] or ["(no text)"], mask_token or "[MASK]")
+        return masked, masked
+    return texts, texts
+
+
+def mask_words(texts: list[str], mask_token: str) -> list[str]:
+    """Each text with a word replaced by `mask_token` (what a fill-mask model is asked): the
+    middle one of its first 12 words, so the mask is inside the window of any model."""
+    masked = []
+    for text in texts:
+        words = text.split(" ")
+        spoken = [i for i, word in enumerate(words) if word.strip()][:12]
+        words[spoken[len(spoken) // 2]] = mask_token
+        masked.append(" ".join(words))
+    return masked
+
+
+def judged_positions(task: Task, encoder, items: list, arrays: dict[str, np.ndarray],
+                     mask_id: int | None = None) -> np.ndarray:
+    """[batch, tokens] booleans: the tokens a quality check compares. The real tokens, except
+    for a question answerer (the context's tokens, where answers can be) and a fill-mask model
+    (the mask tokens)."""
+    real = arrays["attention_mask"].astype(bool)
+    if task is Task.FILL_MASK and mask_id is not None:
+        return real & (arrays["input_ids"] == mask_id)
+    if task is not Task.QUESTION_ANSWERING or not items or not isinstance(items[0], tuple):
+        return real
+    judged = np.zeros_like(real)
+    width = real.shape[1]
+    for row, encoding in enumerate(encoder.tokenize_pairs(items)):
+        context = np.array([sequence == 1 for sequence in encoding.sequence_ids], dtype=bool)
+        start = width - len(context) if encoder.padding_side == "left" else 0
+        judged[row, start:start + len(context)] = context
+    return judged
 
 
 def length_order(encoder, inputs: list) -> list[int]:
@@ -43,6 +92,11 @@ def length_order(encoder, inputs: list) -> list[int]:
     are padded only to their own longest, where batches in the given order are mostly padding."""
     encodings = encoder.tokenize_pairs(inputs) if inputs and isinstance(inputs[0], tuple) else encoder.tokenize(inputs)
     return sorted(range(len(inputs)), key=lambda i: len(encodings[i].ids))
+
+
+def judged_inputs(task: Task, encoder, texts: list[str]) -> tuple[list, list[str]]:
+    """`quality_inputs` for an artifact's encoder (its mask token), shortest first (`by_length`)."""
+    return by_length(task, encoder, *quality_inputs(task, texts, encoder.special_token("mask_token")[0]))
 
 
 def by_length(task: Task, encoder, inputs: list, shown: list[str]) -> tuple[list, list[str]]:
@@ -72,6 +126,10 @@ def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict
     if task is Task.TEXT_RANKING:
         return _ranking_checks(output, np.concatenate([g[output] for g in got])[:, 0],
                                np.concatenate([e[output] for e in expected])[:, 0], texts, limits)
+    if task is Task.QUESTION_ANSWERING:
+        return _answer_checks(got, expected, masks, texts, limits)
+    if task is Task.FILL_MASK:
+        return _fill_checks(output, got, expected, masks, texts, limits)
     if task is Task.TOKEN_CLASSIFICATION:
         a_tags = [g[output].argmax(-1) for g in got]
         b_tags = [e[output].argmax(-1) for e in expected]
@@ -124,6 +182,74 @@ def _ranking_checks(output: str, got: np.ndarray, expected: np.ndarray, texts: l
                     {"rank_agreement": limits["rank_agreement"]}, short(texts[worst.start])),
         CheckResult("top-1 agreement", output, top1 >= limits["top1_agreement"], {"top1_agreement": top1},
                     {"top1_agreement": limits["top1_agreement"]}),
+    ]
+
+
+def best_spans(results: list[dict], masks: list[np.ndarray]) -> list[tuple[int, int] | None]:
+    """Per input: the (start, end) token span with the highest start + end logit among the
+    judged tokens, end - start < ANSWER_TOKENS (the pipeline's choice before word alignment);
+    None when no token is judged."""
+    spans: list[tuple[int, int] | None] = []
+    for result, mask in zip(results, masks):
+        for start_row, end_row, judged in zip(result["start_logits"], result["end_logits"], mask):
+            positions = np.flatnonzero(judged)
+            if not positions.size:
+                spans.append(None)
+                continue
+            scores = start_row[positions][:, None].astype(np.float64) + end_row[positions][None, :]
+            gap = positions[None, :] - positions[:, None]
+            scores[(gap < 0) | (gap >= ANSWER_TOKENS)] = -np.inf
+            first, last = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            spans.append((int(positions[first]), int(positions[last])))
+    return spans
+
+
+def _answer_checks(got: list[dict], expected: list[dict], masks: list[np.ndarray], texts: list[str],
+                   limits: dict[str, float]) -> list[CheckResult]:
+    """Same best answer span (exact match), and the token overlap F1 of the two spans."""
+    a, b = best_spans(got, masks), best_spans(expected, masks)
+    same = [x == y for x, y in zip(a, b)]
+    f1 = [_span_f1(x, y) for x, y in zip(a, b)]
+    exact, overlap = float(np.mean(same)), float(np.mean(f1))
+    worst = texts[int(np.argmin(f1))] if overlap < 1 else None
+    return [
+        CheckResult("answer exact match", "start_logits", exact >= limits["exact_match"], {"exact_match": exact},
+                    {"exact_match": limits["exact_match"]}, short(worst) if worst else None),
+        CheckResult("answer token F1", "end_logits", overlap >= limits["answer_f1"], {"answer_f1": overlap},
+                    {"answer_f1": limits["answer_f1"]}),
+    ]
+
+
+def _span_f1(a: tuple[int, int] | None, b: tuple[int, int] | None) -> float:
+    if a is None or b is None:
+        return float(a == b)
+    both = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
+    return 2 * both / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1))
+
+
+def _fill_checks(output: str, got: list[dict], expected: list[dict], masks: list[np.ndarray], texts: list[str],
+                 limits: dict[str, float]) -> list[CheckResult]:
+    """At every judged (mask) token: the same best token (top-1) and the share of the five
+    best tokens both models name (top-5)."""
+    a = np.concatenate([g[output][m] for g, m in zip(got, masks)])
+    b = np.concatenate([e[output][m] for e, m in zip(expected, masks)])
+    if not len(a):
+        return [CheckResult("top-1 agreement", output, False, {"top1_agreement": 0.0},
+                            {"top1_agreement": limits["top1_agreement"]},
+                            note="no mask token among the inputs; pass texts with words in them")]
+    top_a, top_b = np.argsort(-a, axis=1)[:, :5], np.argsort(-b, axis=1)[:, :5]
+    top1 = float(np.mean(top_a[:, 0] == top_b[:, 0]))
+    top5 = float(np.mean([len(set(x) & set(y)) / 5 for x, y in zip(top_a, top_b)]))
+    owners, offset = [], 0  # the input each judged token belongs to
+    for mask in masks:
+        owners += [offset + row for row in range(len(mask)) for _ in range(int(mask[row].sum()))]
+        offset += len(mask)
+    worst = texts[owners[int(np.argmax(top_a[:, 0] != top_b[:, 0]))]] if top1 < 1 else None
+    return [
+        CheckResult("top-1 agreement", output, top1 >= limits["top1_agreement"], {"top1_agreement": top1},
+                    {"top1_agreement": limits["top1_agreement"]}, short(worst) if worst else None),
+        CheckResult("top-5 agreement", output, top5 >= limits["top5_agreement"], {"top5_agreement": top5},
+                    {"top5_agreement": limits["top5_agreement"]}),
     ]
 
 

@@ -331,6 +331,11 @@ def _task_details(source: Source, spec: ExportSpec) -> str:
                 + (f", default prompt {prompt!r}" if prompt else ""))
     if spec.task is Task.TEXT_RANKING:
         return f", one score per (query, document) pair, {source.score_activation} of the logit"
+    if spec.task is Task.QUESTION_ANSWERING:
+        return ", start and end logits per token of (question, context); answers are spans of the context"
+    if spec.task is Task.FILL_MASK:
+        mask = getattr(source.tokenizer, "mask_token", None)
+        return f", vocabulary logits per token; fill predicts each {mask or 'mask token'}"
     return ""
 
 

@@ -124,6 +124,10 @@ def detect_task(config: Any, st: SentenceTransformerConfig | None) -> Task:
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         # One output is a relevance score (a cross-encoder / reranker), not a choice among labels.
         return Task.TEXT_RANKING if getattr(config, "num_labels", 2) == 1 else Task.SEQUENCE_CLASSIFICATION
+    if any(a.endswith("ForQuestionAnswering") for a in architectures):
+        return Task.QUESTION_ANSWERING
+    if any(a.endswith("ForMaskedLM") for a in architectures):
+        return Task.FILL_MASK
     return Task.FEATURE_EXTRACTION
 
 
@@ -133,6 +137,8 @@ def _check_task_fits(task: Task, config: Any, st: SentenceTransformerConfig | No
         Task.TOKEN_CLASSIFICATION: "ForTokenClassification",
         Task.SEQUENCE_CLASSIFICATION: "ForSequenceClassification",
         Task.TEXT_RANKING: "ForSequenceClassification",
+        Task.QUESTION_ANSWERING: "ForQuestionAnswering",
+        Task.FILL_MASK: "ForMaskedLM",
     }
     if task in heads and not any(a.endswith(heads[task]) for a in architectures):
         raise ExportError(
@@ -157,6 +163,8 @@ def _model_class(task: Task):
         Task.TOKEN_CLASSIFICATION: transformers.AutoModelForTokenClassification,
         Task.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
         Task.TEXT_RANKING: transformers.AutoModelForSequenceClassification,
+        Task.QUESTION_ANSWERING: transformers.AutoModelForQuestionAnswering,
+        Task.FILL_MASK: transformers.AutoModelForMaskedLM,
     }[task]
 
 

@@ -83,7 +83,11 @@ TASK_OUTPUTS = {
     Task.TOKEN_CLASSIFICATION: ("logits",),
     Task.SEQUENCE_CLASSIFICATION: ("logits",),
     Task.TEXT_RANKING: ("logits",),
+    Task.QUESTION_ANSWERING: ("start_logits", "end_logits"),
+    Task.FILL_MASK: ("logits",),
 }
+# Tasks whose outputs have one row per token (a sequence axis after the batch axis).
+_PER_TOKEN_TASKS = (Task.TOKEN_CLASSIFICATION, Task.QUESTION_ANSWERING, Task.FILL_MASK, Task.CUSTOM)
 
 _ACTIVATIONS = {"Tanh": torch.nn.Tanh, "Identity": torch.nn.Identity, "ReLU": torch.nn.ReLU,
                 "GELU": torch.nn.GELU, "Sigmoid": torch.nn.Sigmoid}
@@ -177,6 +181,8 @@ class ExportWrapper(torch.nn.Module):
             if self.normalize:
                 embedding = l2_normalize(embedding)
             return embedding, tokens
+        if self.task is Task.QUESTION_ANSWERING:
+            return outputs.start_logits, outputs.end_logits
         return (outputs.logits,)
 
 
@@ -272,7 +278,7 @@ def build_wrapper(source: Source, spec: ExportSpec):
                             dense_layers=dense, with_pooler_output=with_pooler, custom_output_keys=custom_keys,
                             **common)
     if names is None:
-        names = list(TASK_OUTPUTS[spec.task][: 2 if spec.task is not Task.FEATURE_EXTRACTION or with_pooler else 1])
+        names = list(TASK_OUTPUTS[spec.task][: 1 if spec.task is Task.FEATURE_EXTRACTION and not with_pooler else 2])
     with torch.no_grad():
         results = wrapper(*dummy)
     if len(results) != len(names):
@@ -288,7 +294,7 @@ def build_wrapper(source: Source, spec: ExportSpec):
             if dims and dims[0] == batch:
                 dims[0] = BATCH_AXIS
             if len(dims) > 1 and dims[1] == length and (
-                name in _SEQUENCE_OUTPUTS or spec.task in (Task.TOKEN_CLASSIFICATION, Task.CUSTOM)
+                name in _SEQUENCE_OUTPUTS or spec.task in _PER_TOKEN_TASKS
             ):
                 dims[1] = SEQUENCE_AXIS
         outputs.append(TensorInfo(name, _torch_dtype_name(tensor.dtype), tuple(dims)))

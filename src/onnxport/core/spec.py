@@ -16,6 +16,8 @@ class Task(str, Enum):
     TOKEN_CLASSIFICATION = "token-classification"
     SEQUENCE_CLASSIFICATION = "sequence-classification"
     TEXT_RANKING = "text-ranking"  # a cross-encoder: one relevance score per (query, document) pair
+    QUESTION_ANSWERING = "question-answering"  # extractive: start/end logits over (question, context) tokens
+    FILL_MASK = "fill-mask"  # masked-language-model logits over the vocabulary at every token
     CUSTOM = "custom"
 
 

@@ -12,6 +12,7 @@ doubling-then-halving search.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import platform
 import re
 import tempfile
@@ -23,13 +24,15 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import QUALITY_DEFAULTS, by_length, length_order, quality_checks, quality_inputs
+from ..checks.quality import (QUALITY_DEFAULTS, judged_inputs, judged_positions, length_order, quality_checks,
+                              quality_inputs)
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
 from ..core.files import file_facts
 from ..core.model_files import INT8_FILE, MODEL_FILE, OPT_FILE
 from ..core.sample_texts import builtin_texts, held_out_texts
+from ..core.spec import Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
@@ -177,7 +180,8 @@ def quantize(
     candidates = {unit: nodes for unit, nodes in units.items() if unit not in excluded_units}
     encoder = TextEncoder.for_artifact(art)
     evaluator = _QualityProbe(art, encoder, texts, limits)
-    calibration_inputs = quality_inputs(art.task, texts)[0]  # a reranker calibrates on pairs, as it runs
+    # a reranker calibrates on pairs and a question answerer on (question, context), as they run
+    calibration_inputs = quality_inputs(art.task, texts, encoder.special_token("mask_token")[0])[0]
 
     with tempfile.TemporaryDirectory(dir=art.path, prefix=".quantize-") as scratch:
         scratch = Path(scratch)
@@ -291,16 +295,21 @@ class _QualityProbe:
         self.art = art
         self.limits = limits
         # texts, or (query, document) pairs; shortest first, so batches are little padding
-        inputs, self.texts = by_length(art.task, encoder, *quality_inputs(art.task, texts))
-        self.batches = [encoder.encode_items(inputs[i:i + 16]) for i in range(0, len(inputs), 16)]
-        self.masks = [b["attention_mask"].astype(bool) for b in self.batches]
+        inputs, self.texts = judged_inputs(art.task, encoder, texts)
+        mask_id = encoder.special_token("mask_token")[1]
+        parts = [inputs[i:i + 16] for i in range(0, len(inputs), 16)]
+        self.batches = [encoder.encode_items(part) for part in parts]
+        # the tokens judged: real ones, a question's context, or a fill-mask model's masks
+        self.masks = [judged_positions(art.task, encoder, part, b, mask_id) for part, b in zip(parts, self.batches)]
         self.reference = OnnxModel(art.model_path(MODEL_FILE))
         self.expected = [self.reference.run(b) for b in self.batches]
         # Ranking units needs only an order, so it reads every third input (a third of the
         # cost) in batches of 8, which pad sorted inputs less than 16 do.
         sample = inputs[::3] if len(inputs) >= 24 else inputs
-        self.sample_batches = [encoder.encode_items(sample[i:i + 8]) for i in range(0, len(sample), 8)]
-        self.sample_masks = [b["attention_mask"].astype(bool) for b in self.sample_batches]
+        parts = [sample[i:i + 8] for i in range(0, len(sample), 8)]
+        self.sample_batches = [encoder.encode_items(part) for part in parts]
+        self.sample_masks = [judged_positions(art.task, encoder, part, b, mask_id)
+                             for part, b in zip(parts, self.sample_batches)]
 
     @cached_property
     def sample_expected(self) -> list[dict[str, np.ndarray]]:
@@ -336,13 +345,18 @@ class _QualityProbe:
         """One number, higher is worse, for outputs of the sample batches: mean (1 - cosine) of
         the main output against fp32, per text (per real token for token outputs); for one
         score per input (a reranker) the mean |difference|, as a cosine would see only its sign.
-        Continuous, so units are ranked even where every candidate keeps all labels."""
-        name = self.art.outputs[0].name
+        Continuous, so units are ranked even where every candidate keeps all labels. A question
+        answerer's start and end logits count alike, over the context's tokens."""
+        names = [o.name for o in self.art.outputs[:2]] if self.art.task is Task.QUESTION_ANSWERING \
+            else [self.art.outputs[0].name]
         shortfalls = []
-        for result, mask, expected in zip(outputs, self.sample_masks, self.sample_expected):
+        for (result, mask, expected), name in itertools.product(
+                zip(outputs, self.sample_masks, self.sample_expected), names):
             got, want = result[name], expected[name]
             if got.ndim == 3:
                 got, want = got[mask], want[mask]
+            elif got.shape == mask.shape:  # one number per token: compare the judged tokens' rows
+                got, want = np.where(mask, got, 0), np.where(mask, want, 0)
             got = got.reshape(len(got), -1).astype(np.float64)
             want = want.reshape(len(want), -1).astype(np.float64)
             if got.shape[1] == 1:

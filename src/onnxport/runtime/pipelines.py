@@ -1,4 +1,5 @@
-"""What users call every day: embeddings, entities and labels from an artifact.
+"""What users call every day: embeddings, entities, labels, scores, answers and masked words
+from an artifact.
 
 `load(artifact)` returns the pipeline for the artifact's task. Each pipeline tokenizes
 once, sorts texts by length so every batch is padded only to its own longest text, runs
@@ -24,6 +25,7 @@ from ..core.messages import notice
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
 from ..core.spec import Task
 from ..errors import ArtifactError, InputError, NotForThisTask
+from .answers import SpanOptions, best_answers
 from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
 from .session import OnnxModel
@@ -39,6 +41,8 @@ VERB_TASKS = {
     "classify": "a sequence-classification artifact",
     "rerank": "a text-ranking (cross-encoder) artifact",
     "score": "a text-ranking (cross-encoder) artifact",
+    "answer": "a question-answering artifact",
+    "fill": "a fill-mask artifact",
 }
 
 
@@ -192,6 +196,11 @@ class Pipeline:
             results = self.runner.run(arrays)
         return {k: v[:real] for k, v in arrays.items()}, {k: v[:real] for k, v in results.items()}
 
+    def token_rows(self, width: int, encoding) -> slice:
+        """Where one encoding's tokens sit in a padded row `width` tokens wide."""
+        count = len(encoding.ids)
+        return slice(width - count, width) if self.encoder.padding_side == "left" else slice(0, count)
+
     def infer(self, encodings: Sequence) -> list:
         """The task's raw result per encoding from one model run (see `rows`). The server's
         batcher calls this with encodings merged from many requests."""
@@ -334,7 +343,9 @@ class TokenClassifier(Pipeline):
 
     def rows(self, encodings, arrays, outputs) -> list[np.ndarray]:
         """Per encoding: label probabilities [its tokens, labels]."""
-        return [_softmax(outputs["logits"][row, : len(encoding.ids)]) for row, encoding in enumerate(encodings)]
+        logits = outputs["logits"]
+        return [_softmax(logits[row, self.token_rows(logits.shape[1], encoding)])
+                for row, encoding in enumerate(encodings)]
 
     def entities(self, text: str, encoding, probabilities, aggregation: str = "simple") -> list[dict]:
         """Entity spans of one text from its `rows` result: one encoding and its array, or the
@@ -431,6 +442,150 @@ class Reranker(Pipeline):
         return _sigmoid(logits) if self.activation == "sigmoid" else logits
 
 
+class QuestionAnswerer(Pipeline):
+    """Answers found in a context, from a question-answering (extractive) artifact, as
+    transformers' question-answering pipeline finds them (see `runtime.answers`): a context
+    longer than the window is read in overlapping windows and the best span of all wins."""
+
+    result_outputs = ["start_logits", "end_logits"]
+
+    def answer(self, question: str | Sequence[str], context: str | Sequence[str], top_k: int = 1,
+               max_answer_length: int = 30, *, doc_stride: int | None = None, max_seq_len: int | None = None,
+               handle_impossible_answer: bool = False, align_to_words: bool = True,
+               batch_size: int = 32) -> dict | list:
+        """{answer, start, end, score} for a question about a context (`start`/`end`: character
+        offsets into the context); a list of the `top_k` best when top_k > 1. Lists of
+        questions and contexts (one context per question) give a list of those.
+
+        `max_seq_len` is the window in tokens (question, context piece and special tokens;
+        default min(the model's, 384)), `doc_stride` the overlap of consecutive windows
+        (default min(max_seq_len // 2, 128)). `handle_impossible_answer` lets "no answer"
+        ({"answer": "", "start": 0, "end": 0}) win when the model scores it highest.
+        `align_to_words` widens spans to whole words."""
+        single = isinstance(question, str) or isinstance(context, str)
+        questions = [question] if isinstance(question, str) else text_list(question, what="a question or a list")
+        contexts = [context] if isinstance(context, str) else text_list(context, what="a context or a list")
+        if len(questions) != len(contexts):
+            raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; give one context per question")
+        for index, (asked, given) in enumerate(zip(questions, contexts)):
+            where = "" if single else f" #{index}"
+            if not asked.strip():
+                raise InputError(f"question{where} is empty; ask something about the context")
+            if not given.strip():
+                raise InputError(f"context{where} is empty; give the text the answer is to be found in")
+        options = SpanOptions(positive_int(top_k, "top_k"), positive_int(max_answer_length, "max_answer_length"),
+                              bool(handle_impossible_answer), bool(align_to_words))
+        window = self._window(max_seq_len)
+        stride = min(window // 2, 128) if doc_stride is None else doc_stride
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < window:
+            raise InputError(f"doc_stride must be a number of tokens from 0 to {window - 1}, not {stride!r}")
+        question_first = self.encoder.padding_side == "right"  # as transformers: the context goes where padding does not
+        windows = [self.encoder.question_windows(asked, given, max_length=window, stride=stride,
+                                                 question_first=question_first)
+                   for asked, given in zip(questions, contexts)]
+        flat = flat_windows(windows)
+        logits: list[Any] = [None] * len(flat)
+        for indices, batch, arrays, outputs in self.run_encodings(flat, batch_size):
+            for index, row in zip(indices, self.rows(batch, arrays, outputs)):
+                logits[index] = row
+        cls_id = self.encoder.special_token("cls_token")[1]
+        results = [best_answers(given, context_windows, window_logits, options,
+                                context_sequence=1 if question_first else 0, cls_id=cls_id)
+                   for given, context_windows, window_logits in zip(contexts, windows, per_text(logits, windows))]
+        results = [found[0] if top_k == 1 and found else found for found in results]
+        return results[0] if single else results
+
+    def _window(self, max_seq_len: int | None) -> int:
+        """Tokens per window: `max_seq_len`, by default min(the model's, 384) as transformers."""
+        if self.encoder.fixed_length:
+            if max_seq_len not in (None, self.encoder.fixed_length):
+                raise InputError(f"this static-shape graph takes windows of {self.encoder.fixed_length} tokens; "
+                                 "drop max_seq_len")
+            return self.encoder.fixed_length
+        if max_seq_len is None:
+            return min(self.encoder.max_length, 384)
+        window = positive_int(max_seq_len, "max_seq_len")
+        if window > self.encoder.max_length:
+            raise InputError(f"max_seq_len must be at most the model's {self.encoder.max_length} tokens, not {window}")
+        return window
+
+    def rows(self, encodings, arrays, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per encoding: its (start logits, end logits) over its own tokens."""
+        start, end = outputs["start_logits"], outputs["end_logits"]
+        return [(start[row, self.token_rows(start.shape[1], encoding)], end[row, self.token_rows(end.shape[1], encoding)])
+                for row, encoding in enumerate(encodings)]
+
+
+class FillMask(Pipeline):
+    """The likeliest tokens for each mask token in a text, from a fill-mask (masked language
+    model) artifact, as transformers' fill-mask pipeline gives them."""
+
+    result_outputs = ["logits"]
+
+    @cached_property
+    def mask_token(self) -> tuple[str, int]:
+        """(text, id) of the tokenizer's mask token, e.g. ("[MASK]", 103)."""
+        token, token_id = self.encoder.special_token("mask_token")
+        if token is None:
+            raise ArtifactError(f"{self.artifact.path}/tokenizer_config.json names no mask_token that the tokenizer "
+                                "knows; re-export the model with its own tokenizer")
+        return token, token_id
+
+    def fill(self, text_or_texts: str | Sequence[str], top_k: int = 5, batch_size: int = 32) -> list:
+        """For one text with one mask token: its `top_k` fillers, best first, as [{score, token,
+        token_str, sequence}] (`sequence`: the text with the filler in place). With several mask
+        tokens, one such list per mask; for a list of texts, one result per text."""
+        single = isinstance(text_or_texts, str)
+        texts = [text_or_texts] if single else self._texts(text_or_texts, one_text_ok=True)
+        top_k = positive_int(top_k, "top_k")
+        mask, mask_id = self.mask_token
+        encodings = self.tokenize(texts)
+        for index, (text, encoding) in enumerate(zip(texts, encodings)):
+            if mask_id not in encoding.ids:
+                where = "the text" if single else f"text #{index}"
+                if mask in text:
+                    raise InputError(f"the {mask} in {where} is past the first {self.encoder.max_length} tokens the "
+                                     "model reads, so it was cut; shorten the text before it")
+                raise InputError(f"{where} ({text[:40]!r}) has no mask token; write {mask} where the word to "
+                                 f"predict goes, e.g. 'Paris is the {mask} of France.'")
+        result: list[Any] = [None] * len(texts)
+        for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
+            for index, encoding, probabilities in zip(indices, batch, self.rows(batch, arrays, outputs)):
+                result[index] = self.fillers(encoding, probabilities, top_k)
+        return result[0] if single else result
+
+    def rows(self, encodings, arrays, outputs) -> list[np.ndarray]:
+        """Per encoding: vocabulary probabilities [its mask tokens, vocabulary]."""
+        logits, mask_id = outputs["logits"], self.mask_token[1]
+        rows = []
+        for row, encoding in enumerate(encodings):
+            positions = np.flatnonzero(np.asarray(encoding.ids) == mask_id)
+            rows.append(_softmax(logits[row, self.token_rows(logits.shape[1], encoding)][positions]))
+        return rows
+
+    def fillers(self, encoding, probabilities: np.ndarray, top_k: int) -> list:
+        """The `top_k` fillers of each mask of one encoding (a flat list when it has one)."""
+        ids = np.asarray(encoding.ids)
+        positions = np.flatnonzero(ids == self.mask_token[1])
+        pad_id = self.encoder.pad_id
+        one_mask = len(positions) == 1
+        per_mask = []
+        for position, scores in zip(positions, probabilities):
+            best = np.argsort(-scores, kind="stable")[:top_k]
+            options = []
+            for token in best:
+                filled = ids.copy()
+                filled[position] = token
+                filled = filled[filled != pad_id]
+                # transformers keeps special tokens when there are several masks, so the other
+                # masks stay visible in each sequence
+                options.append({"score": float(scores[token]), "token": int(token),
+                                "token_str": self.encoder.decode([int(token)]),
+                                "sequence": self.encoder.decode(filled.tolist(), skip_special_tokens=one_mask)})
+            per_mask.append(options)
+        return per_mask[0] if one_mask else per_mask
+
+
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-logits))
 
@@ -447,4 +602,6 @@ PIPELINES = {
     Task.TOKEN_CLASSIFICATION: TokenClassifier,
     Task.SEQUENCE_CLASSIFICATION: SequenceClassifier,
     Task.TEXT_RANKING: Reranker,
+    Task.QUESTION_ANSWERING: QuestionAnswerer,
+    Task.FILL_MASK: FillMask,
 }

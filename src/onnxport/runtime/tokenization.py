@@ -3,7 +3,9 @@
 Tokenizes without padding, then pads each batch to its own longest text (or the fixed
 length of a static-shape graph), so a batch of short texts is never padded to 512.
 Sentence pairs go through the tokenizer's own pair template (its separators and
-token_type_ids) and are truncated longest_first, as transformers does.
+token_type_ids) and are truncated longest_first, as transformers does. Long texts and
+(question, context) pairs can also be cut into overlapping windows, and ids decoded back
+to text as transformers' `decode` does.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class TextEncoder:
             raise ArtifactError(f"{tokenizer_file} is damaged ({first_line(error)}); re-export the artifact, "
                                 "or copy tokenizer.json again from the source model") from None
         self._unpadded.no_padding()
-        self._window_tokenizers: dict = {}  # stride -> tokenizer (see `windows`)
+        self._window_tokenizers: dict = {}  # (max_length, stride, strategy) -> tokenizer (see `_windowed`)
+        self.config = _read_config(Path(artifact_dir) / "tokenizer_config.json")
         self.takes_pairs = _separates_pairs(self._unpadded)
         # longest_first (the longer text of a pair loses tokens first) is what transformers
         # uses for pairs; a tokenizer.json may have saved another strategy.
@@ -106,6 +109,26 @@ class TextEncoder:
         encodings = self._windowed(self.check_stride(stride)).encode_batch(list(texts))
         return [[encoding, *encoding.overflowing] for encoding in encodings]
 
+    def question_windows(self, question: str, context: str, *, max_length: int, stride: int,
+                         question_first: bool = True) -> list:
+        """The encodings of (question, context) over windows of at most `max_length` tokens:
+        the whole question in each, the context cut into pieces that overlap by `stride`
+        tokens, as transformers' question-answering pipeline tokenizes (truncation
+        only_second, return_overflowing_tokens). With question_first False (left-padding
+        tokenizers) the context comes first."""
+        room = max_length - self._unpadded.num_special_tokens_to_add(True)
+        question_tokens = len(self._unpadded.encode(question, add_special_tokens=False).ids)
+        context_tokens = len(self._unpadded.encode(context, add_special_tokens=False).ids)
+        if question_tokens + context_tokens > room and room - question_tokens <= stride:
+            raise InputError(
+                f"the question takes {question_tokens} tokens, which leaves no room for the context in windows of "
+                f"{max_length} tokens overlapping by {stride} (special tokens take "
+                f"{max_length - room}); shorten the question, or lower doc_stride")
+        strategy = "only_second" if question_first else "only_first"
+        pair = (question, context) if question_first else (context, question)
+        encoding = self._windowed(stride, max_length, strategy).encode(*pair)
+        return [encoding, *encoding.overflowing]
+
     def check_stride(self, stride: int) -> int:
         """`stride` if windows can overlap by that many tokens, else an InputError."""
         room = self.max_length - self._unpadded.num_special_tokens_to_add(False)
@@ -115,18 +138,42 @@ class TextEncoder:
                              "must overlap by fewer; pass a smaller stride")
         return stride
 
-    def _windowed(self, stride: int):
-        # A copy per stride: changing the shared tokenizer's truncation would race with
+    def _windowed(self, stride: int, max_length: int | None = None, strategy: str = "longest_first"):
+        # A copy per setting: changing the shared tokenizer's truncation would race with
         # `tokenize` on another thread (the server tokenizes while its batcher runs).
         from tokenizers import Tokenizer
 
-        tokenizer = self._window_tokenizers.get(stride)
+        key = (max_length or self.max_length, stride, strategy)
+        tokenizer = self._window_tokenizers.get(key)
         if tokenizer is None:
             tokenizer = Tokenizer.from_str(self._unpadded.to_str())
             tokenizer.no_padding()
-            tokenizer.enable_truncation(max_length=self.max_length, stride=stride, strategy="longest_first")
-            self._window_tokenizers[stride] = tokenizer
+            tokenizer.enable_truncation(max_length=key[0], stride=stride, strategy=strategy)
+            self._window_tokenizers[key] = tokenizer
         return tokenizer
+
+    # --- special tokens and decoding ---------------------------------------------------
+
+    def special_token(self, name: str) -> tuple[str, int] | tuple[None, None]:
+        """(text, id) of a special token named in tokenizer_config.json (mask_token,
+        cls_token, ...), or (None, None) when the tokenizer has none."""
+        token = self.config.get(name)
+        if isinstance(token, dict):  # older files keep an AddedToken's fields
+            token = token.get("content")
+        token_id = self._unpadded.token_to_id(token) if isinstance(token, str) else None
+        return (token, token_id) if token_id is not None else (None, None)
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """Token ids back to text, as transformers' decode: the tokenizer's decoder, then its
+        clean-up of spaces before punctuation when tokenizer_config.json asks for it (never
+        for BPE models, whose spaces it would corrupt, unless the config insists)."""
+        text = self._unpadded.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        if self.config.get("clean_up_tokenization_spaces") and (
+                type(self._unpadded.model).__name__ != "BPE"
+                or self.config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output")):
+            for spaced, tight in _CLEAN_UP:
+                text = text.replace(spaced, tight)
+        return text
 
     @property
     def subword_prefix(self) -> str | None:
@@ -165,6 +212,20 @@ class TextEncoder:
     def encode_items(self, items: Sequence) -> dict[str, np.ndarray]:
         """`encode` for texts, or for (first, second) pairs when the items are tuples."""
         return self.encode_pairs(items) if items and isinstance(items[0], tuple) else self.encode(items)
+
+
+# transformers' clean_up_tokenization, in its order
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def _read_config(path: Path) -> dict:
+    """tokenizer_config.json as a dict ({} when missing or unreadable: it only adds details)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _separates_pairs(tokenizer) -> bool:

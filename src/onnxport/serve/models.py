@@ -71,6 +71,10 @@ class ServedModel:
         self.pipeline = pipeline
         self.metrics = metrics
         self.task = pipeline.artifact.task
+        if self.task not in ROUTES_BY_TASK:
+            raise InputError(f"model '{name}' is a {self.task.value} artifact, which the server does not serve yet "
+                             f"(it serves {', '.join(sorted(t.value for t in ROUTES_BY_TASK))}); run it with the "
+                             "Python API or its CLI verb (onnxport qa / onnxport fill-mask)")
         self.routes = ROUTES_BY_TASK[self.task]
         self.max_tokens = pipeline.encoder.max_length
         if limits.max_batch_tokens < self.max_tokens:

@@ -26,11 +26,13 @@ from ..core.arguments import PAIR_FIELD, text_pair
 from ..core.artifact import verdict_of
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
-from ..core.spec import Pooling
+from ..core.spec import Pooling, Task
 from ..core.version import __version__
 from ..errors import InputError, OnnxportError, ParityError
-from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from . import render
+from .cli_options import apply_options as _apply
+from .cli_options import run_options as _run_options
+from .cli_predict import fill_mask, qa
 from .render import console, stdout
 from .textio import read_texts
 
@@ -145,8 +147,7 @@ def main(debug: bool) -> None:
 @click.option("--tokenizer", type=click.Path(path_type=Path),
               help="Folder of the model's tokenizer, when the model folder has none [default: the model folder].")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
-@click.option("--task", type=click.Choice(["feature-extraction", "sentence-embedding", "token-classification",
-                                           "sequence-classification", "text-ranking"]),
+@click.option("--task", type=click.Choice([task.value for task in Task if task is not Task.CUSTOM]),
               help="What to export [default: detected from the model].")
 @click.option("--pooling", type=click.Choice([p.value for p in Pooling]),
               help="Sentence-embedding pooling [default: from the sentence-transformers config, else mean].")
@@ -376,34 +377,6 @@ def profile(artifact, model_kind, texts, depth, merge_layers, batch_size, repeat
         stdout.print_json(json.dumps(data))
         return
     render.print_profile(data, depth)
-
-
-def _run_options(formats: str = ".jsonl, .npy or .parquet") -> list:
-    """Options of every verb that runs an artifact over texts (embed, ner, classify, rerank)."""
-    return [
-        click.argument("artifact", type=click.Path(path_type=Path)),
-        click.argument("inputs", nargs=-1),
-        click.option("-o", "--output", type=click.Path(path_type=Path),
-                     help=f"Write {formats} [default: JSON Lines on stdout]."),
-        click.option("--text-field", default="text", show_default=True, help="Text field of .jsonl/.csv/.parquet."),
-        click.option("--id-field", default="id", show_default=True, help="Id field of .jsonl/.csv/.parquet."),
-        click.option("--skip-bad", is_flag=True, help="Skip bad input rows (each is reported) instead of stopping."),
-        click.option("--batch-size", type=int, default=32, show_default=True, help="At most this many texts per model run."),
-        click.option("--max-batch-tokens", type=click.IntRange(min=1), default=DEFAULT_BATCH_TOKENS, show_default=True,
-                     help="At most this many padded tokens (texts x longest) per model run: short texts run in "
-                          "batches of --batch-size, long ones in smaller batches (docs/performance.md)."),
-        click.option("--model", "model_kind", type=click.Choice(["auto", "fp32", "opt", "int8", "fp16"]),
-                     default="auto", show_default=True, help="Which model file of the artifact."),
-        click.option("--providers", help="Comma-separated onnxruntime providers, e.g. cuda,cpu."),
-        click.option("--threads", type=int, help="Intra-op threads [default: physical cores]."),
-        click.option("--backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True),
-    ]
-
-
-def _apply(command, options: list):
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 def pipeline_options(command):
@@ -774,6 +747,10 @@ def serve(artifacts, host, port, model_kind, api_key, max_batch_tokens, run_toke
                      max_client_batch_size=max_client_batch_size, max_queue=max_queue, payload_limit=payload_limit,
                      run_tokens=run_tokens)
     run_server(app, host=host, port=port, log_level=log_level)
+
+
+main.add_command(qa)
+main.add_command(fill_mask)
 
 
 if __name__ == "__main__":  # pragma: no cover

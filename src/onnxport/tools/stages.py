@@ -1,7 +1,7 @@
 """Where one pipeline call's time goes, end to end: tokenize, pad, feed, run, pool, the rest.
 
-`profile` (tools/profile.py) splits onnxruntime's run by module; this splits the whole
-`embed` / `classify` / `extract` / `score` call around it, which is what a user waits for.
+`profile` (tools/profile.py) splits onnxruntime's run by module; this splits the whole call of
+the task's verb (`embed`, `classify`, `extract`, `score`, `answer`, `fill`) around it, which is what a user waits for.
 The pipeline's own methods are wrapped with timers on that one instance, so what is timed is
 the code path users run, not a copy of it; whatever the wrappers do not cover (sorting,
 batching, copying results into place) is the `other` row, so the rows add up to the wall time.
@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..core.artifact import Artifact
 from ..core.sample_texts import builtin_texts
-from ..core.spec import Task
 from ..errors import InputError
 from ..runtime.pipelines import load
+from .workloads import VERBS, run_verb, verb_inputs
 
 STAGES = ("tokenize", "pad", "feed", "run", "pool", "other")
 STAGE_MEANING = {
@@ -30,16 +30,6 @@ STAGE_MEANING = {
     "pool": "graph outputs to the task's result (pooling, softmax, copies)",
     "other": "sorting by length, batching, putting rows back in order (extract: entity spans)",
 }
-# The verb each task's pipeline is timed on, and how it is called on the texts.
-_CALLS: dict[Task, Callable] = {
-    Task.SENTENCE_EMBEDDING: lambda p, texts, b: p.embed(texts, batch_size=b),
-    Task.FEATURE_EXTRACTION: lambda p, texts, b: p.embed(texts, batch_size=b),
-    Task.SEQUENCE_CLASSIFICATION: lambda p, texts, b: p.classify(texts, batch_size=b),
-    Task.TOKEN_CLASSIFICATION: lambda p, texts, b: p.extract(texts, batch_size=b),
-    Task.TEXT_RANKING: lambda p, texts, b: p.score([(texts[0], t) for t in texts], batch_size=b),
-}
-
-
 @dataclasses.dataclass
 class StageProfile:
     model_file: str
@@ -74,34 +64,30 @@ def profile_stages(artifact: str | Path | Artifact, *, model: str = "auto", text
     if not texts:
         raise InputError("no texts to profile with; give a file with one text per line")
     pipeline = load(artifact, model=model, threads=threads)
-    call = _CALLS.get(pipeline.artifact.task)
-    if call is None:
-        raise InputError(f"stage profiles cover {', '.join(t.value for t in _CALLS)} artifacts, "
+    if pipeline.artifact.task not in VERBS:
+        raise InputError(f"stage profiles cover {', '.join(t.value for t in VERBS)} artifacts, "
                          f"not {pipeline.artifact.task.value}")
+    items = verb_inputs(pipeline, texts)
     for _ in range(warmup):
-        call(pipeline, texts, batch_size)
+        run_verb(pipeline, items, batch_size)
     spent = dict.fromkeys(STAGES, 0.0)
     timer = _Timer(spent)
     for name in ("tokenize", "tokenize_pairs", "tokenize_items", "windows"):  # whichever the verb goes through
         timer.wrap(pipeline, name, "tokenize")
+    timer.wrap(pipeline.encoder, "question_windows", "tokenize")
     timer.wrap(pipeline.encoder, "pad", "pad")
     timer.wrap(pipeline.runner, "feed", "feed")
     timer.wrap(pipeline.runner.session, "run", "run")
     timer.wrap(pipeline, "rows", "pool")
     started = time.perf_counter()
     for _ in range(repeat):
-        call(pipeline, texts, batch_size)
+        run_verb(pipeline, items, batch_size)
     wall = (time.perf_counter() - started) * 1000.0
     spent["other"] = max(wall - sum(spent.values()), 0.0)
     tokens = sum(len(e.ids) for e in pipeline.encoder.tokenize(texts))
-    return StageProfile(model_file=pipeline.model_file, verb=_verb(pipeline.artifact.task), texts=len(texts),
+    return StageProfile(model_file=pipeline.model_file, verb=VERBS[pipeline.artifact.task], texts=len(texts),
                         tokens=tokens, batch_size=batch_size, repeat=repeat, threads=threads, wall_ms=wall,
                         stage_ms=spent, calls=timer.calls)
-
-
-def _verb(task: Task) -> str:
-    return {Task.SEQUENCE_CLASSIFICATION: "classify", Task.TOKEN_CLASSIFICATION: "extract",
-            Task.TEXT_RANKING: "score"}.get(task, "embed")
 
 
 class _Timer:

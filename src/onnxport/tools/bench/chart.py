@@ -16,7 +16,8 @@ CHART_SIZE = (1200, 600)  # pixels: 12 x 6 inches at 100 dpi
 
 
 def quality_text(quality: dict | None) -> str:
-    """A contender's quality in words: 'reference', cosines, label / entity or rank agreement."""
+    """A contender's quality in words: 'reference', cosines, label / entity / rank / answer or
+    masked-token agreement."""
     if not quality:
         return "–"
     if quality.get("is_reference"):
@@ -28,6 +29,10 @@ def quality_text(quality: dict | None) -> str:
         text = f"rank ρ {m['rank_agreement']:.4f}, top-1 {m['top1_agreement']:.1%}"
     elif "entity_f1" in m:
         text = f"tokens {m['label_agreement']:.1%}, entity F1 {m['entity_f1']:.3f}"
+    elif "exact_match" in m:
+        text = f"same answer {m['exact_match']:.1%}, span F1 {m['answer_f1']:.3f}"
+    elif "top5_agreement" in m:
+        text = f"top-1 {m['top1_agreement']:.1%}, top-5 {m['top5_agreement']:.1%}"
     else:
         text = f"labels agree {m['label_agreement']:.1%}"
     return text if quality["passed"] else text + " BELOW TARGET"

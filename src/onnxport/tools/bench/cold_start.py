@@ -29,18 +29,16 @@ args = json.loads(sys.argv[1])
 _COLD_ONNX = _COLD_PRELUDE + """
 import onnxport
 pipeline = onnxport.load(args["artifact"], model=args["model"], threads=args["threads"], providers=args["providers"])
-call = getattr(pipeline, args["method"])
-items = (lambda texts: [(texts[0], text) for text in texts]) if args.get("pairs") else (lambda texts: texts)
-run = lambda texts, batch_size: call(items(texts), batch_size=batch_size)
+from onnxport.tools.workloads import run_task
+run = lambda texts, batch_size: run_task(pipeline, texts, batch_size)
 """
 _COLD_TORCH = _COLD_PRELUDE + """
 import torch
 torch.set_num_threads(args["threads"])
 import onnxport
 pipeline = onnxport.load(args["artifact"], backend="torch")
-call = getattr(pipeline, args["method"])
-items = (lambda texts: [(texts[0], text) for text in texts]) if args.get("pairs") else (lambda texts: texts)
-run = lambda texts, batch_size: call(items(texts), batch_size=batch_size)
+from onnxport.tools.workloads import run_task
+run = lambda texts, batch_size: run_task(pipeline, texts, batch_size)
 """
 _COLD_ST = _COLD_PRELUDE + """
 import torch

@@ -17,20 +17,18 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ...checks.quality import quality_inputs
+from ...checks.quality import judged_positions
 from ...convert.references import open_torch_pipeline
 from ...core.artifact import Artifact
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
 from ...core.spec import SEQUENCE_AXIS, Task
 from ...errors import InputError
 from ...runtime.pipelines import load
+from ..workloads import run_task, verb_inputs
 from .cold_start import _COLD_ONNX, _COLD_ST, _COLD_TORCH
 
 AGAINST = ("sentence-transformers",)
 EMBEDDING_TASKS = (Task.SENTENCE_EMBEDDING, Task.FEATURE_EXTRACTION)
-_METHODS = {Task.SENTENCE_EMBEDDING: "embed", Task.FEATURE_EXTRACTION: "embed",
-            Task.TOKEN_CLASSIFICATION: "extract", Task.SEQUENCE_CLASSIFICATION: "classify",
-            Task.TEXT_RANKING: "score"}
 
 
 class Runner(Protocol):
@@ -64,25 +62,25 @@ class PipelineRunner:
 
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
-        self.method = getattr(pipeline, _METHODS[pipeline.artifact.task])
         self.output = pipeline.artifact.outputs[0]
 
     def run(self, texts: list[str], batch_size: int) -> Any:
-        return self.method(self._inputs(texts), batch_size=batch_size)
-
-    def _inputs(self, texts: list[str]) -> list:
-        """The texts, or for a reranker (query, document) pairs made of them, as quality judges it."""
-        return quality_inputs(self.pipeline.artifact.task, texts)[0]
+        return run_task(self.pipeline, texts, batch_size)
 
     def outputs(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
-        result: list[Any] = [None] * len(texts)
+        """Per text, the graph outputs quality is judged on, at the tokens it judges (see
+        `checks.quality.judged_positions`): one row [1, ...] per output."""
+        art = self.pipeline.artifact
+        names = [o.name for o in art.outputs[:2]] if art.task is Task.QUESTION_ANSWERING else [self.output.name]
         per_token = SEQUENCE_AXIS in self.output.dims[1:2]
-        encodings = self.pipeline.tokenize_items(self._inputs(texts))
-        for indices, _, arrays, outputs in self.pipeline.run_encodings(encodings, 16, [self.output.name]):
-            values = outputs[self.output.name]
+        items = verb_inputs(self.pipeline, texts)
+        mask_id = self.pipeline.encoder.special_token("mask_token")[1]
+        result: list[Any] = [None] * len(items)
+        for indices, _, arrays, outputs in self.pipeline.run_encodings(self.pipeline.tokenize_items(items), 16, names):
+            judged = judged_positions(art.task, self.pipeline.encoder, [items[i] for i in indices], arrays, mask_id)
             for row, index in enumerate(indices):
-                value = values[row][arrays["attention_mask"][row].astype(bool)] if per_token else values[row]
-                result[index] = {self.output.name: value[None]}
+                result[index] = {name: (outputs[name][row][judged[row]] if per_token else outputs[name][row])[None]
+                                 for name in names}
         return result
 
 
@@ -129,11 +127,6 @@ def _weights_size(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in files) or None
 
 
-def _cold_call(art: Artifact) -> dict:
-    """What the cold-start script calls: the task's verb, and whether it takes pairs."""
-    return {"method": _METHODS[art.task], "pairs": art.task is Task.TEXT_RANKING}
-
-
 def torch_contender(art: Artifact, *, threads: int) -> Contender:
     """The artifact's source model in PyTorch, through the same pipeline (backend='torch')."""
     source = art.manifest.get("source", {}).get("path")
@@ -150,8 +143,7 @@ def torch_contender(art: Artifact, *, threads: int) -> Contender:
         reason = f"the source model {source} is gone (moved or deleted since the export)"
     return Contender("pytorch", "pytorch", load_torch, file=source, unavailable=reason,
                      size_bytes=_weights_size(Path(source)) if source else None,
-                     cold_start={"script": _COLD_TORCH, "args": {"artifact": str(art.path), "threads": threads,
-                                                                 **_cold_call(art)}})
+                     cold_start={"script": _COLD_TORCH, "args": {"artifact": str(art.path), "threads": threads}})
 
 
 def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequence[str] | None = None) -> Contender:
@@ -165,8 +157,7 @@ def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequenc
         lambda: PipelineRunner(load(art, model=kind, threads=threads, providers=providers)),
         file=name, size_bytes=size, verified=verified,
         cold_start={"script": _COLD_ONNX, "args": {"artifact": str(art.path), "model": kind, "threads": threads,
-                                                   "providers": list(providers) if providers else None,
-                                                   **_cold_call(art)}})
+                                                   "providers": list(providers) if providers else None}})
 
 
 def sentence_transformers_contenders(art: Artifact, *, threads: int) -> list[Contender]:

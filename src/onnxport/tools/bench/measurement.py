@@ -23,6 +23,7 @@ import numpy as np
 from ...checks.quality import QUALITY_DEFAULTS, quality_checks
 from ...core.artifact import Artifact
 from ...core.sample_texts import length_mix_texts
+from ...core.spec import Task
 from ...errors import InputError
 from ...runtime.session import default_threads
 from ...runtime.tokenization import TextEncoder
@@ -268,7 +269,10 @@ def _quality(art: Artifact, reference: str, name: str, got: list[dict], expected
     if name == reference:
         return {"reference": reference, "is_reference": True}
     output = next(iter(expected[0]))
-    masks = [np.ones((1, e[output].shape[1] if e[output].ndim == 3 else 1), dtype=bool) for e in expected]
+    # the runners kept the judged tokens only (all of them count); a question answerer's
+    # logits are 2-D, one number per token
+    per_token = art.task is Task.QUESTION_ANSWERING or expected[0][output].ndim == 3
+    masks = [np.ones((1, e[output].shape[1] if per_token else 1), dtype=bool) for e in expected]
     for g, e in zip(got, expected):  # per-token outputs must line up token for token
         if g[output].ndim == 3 and g[output].shape != e[output].shape:
             raise InputError(f"{name} gives {output} of shape {g[output].shape}, the reference {e[output].shape}")
