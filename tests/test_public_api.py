@@ -12,7 +12,8 @@ import pytest
 import onnxport
 
 PUBLIC = ["Artifact", "Embedder", "FillMask", "ParityReport", "Pooling", "QuestionAnswerer", "Reranker",
-          "SequenceClassifier", "Task", "TokenClassifier", "errors", "export", "inspect", "load", "optimize", "quantize", "verify"]
+          "SequenceClassifier", "SparseEmbedder", "Task", "TokenClassifier", "errors", "export", "inspect", "load",
+          "optimize", "quantize", "verify"]
 
 
 def test_public_names_are_pinned_both_ways():
@@ -30,12 +31,12 @@ def test_public_names_are_pinned_both_ways():
 def test_lazy_classes_are_the_real_ones():
     from onnxport.checks.report import ParityReport
     from onnxport.runtime.pipelines import (Embedder, FillMask, QuestionAnswerer, Reranker, SequenceClassifier,
-                                            TokenClassifier)
+                                            SparseEmbedder, TokenClassifier)
 
     assert onnxport.ParityReport is ParityReport
     assert (onnxport.Embedder, onnxport.TokenClassifier, onnxport.SequenceClassifier, onnxport.Reranker,
-            onnxport.QuestionAnswerer, onnxport.FillMask) == (
-        Embedder, TokenClassifier, SequenceClassifier, Reranker, QuestionAnswerer, FillMask)
+            onnxport.QuestionAnswerer, onnxport.FillMask, onnxport.SparseEmbedder) == (
+        Embedder, TokenClassifier, SequenceClassifier, Reranker, QuestionAnswerer, FillMask, SparseEmbedder)
     with pytest.raises(AttributeError):
         onnxport.NoSuchThing  # noqa: B018
 

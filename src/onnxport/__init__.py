@@ -6,7 +6,7 @@ The public surface is this module: six verbs and the types they take and return.
     verify(artifact)              ParityReport against PyTorch, else the verified model.onnx
     inspect(path)                 what is inside a .onnx file or an artifact, without running it
     load(artifact)                Embedder / TokenClassifier / SequenceClassifier / Reranker /
-                                  QuestionAnswerer / FillMask
+                                  QuestionAnswerer / FillMask / SparseEmbedder
     optimize(artifact)            fused model.opt.onnx (or fp16), verified
     quantize(artifact)            accuracy-guarded model.int8.onnx, verified
 
@@ -32,7 +32,7 @@ from .runtime.batching import DEFAULT_BATCH_TOKENS as _DEFAULT_BATCH_TOKENS
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checks.report import ParityReport
     from .runtime.pipelines import (Embedder, FillMask, Pipeline, QuestionAnswerer, Reranker, SequenceClassifier,
-                                    TokenClassifier)
+                                    SparseEmbedder, TokenClassifier)
 
 __all__ = [
     "Artifact",
@@ -43,6 +43,7 @@ __all__ = [
     "QuestionAnswerer",
     "Reranker",
     "SequenceClassifier",
+    "SparseEmbedder",
     "Task",
     "TokenClassifier",
     "errors",
@@ -63,6 +64,7 @@ _LAZY_CLASSES = {
     "Reranker": "onnxport.runtime.pipelines",
     "QuestionAnswerer": "onnxport.runtime.pipelines",
     "FillMask": "onnxport.runtime.pipelines",
+    "SparseEmbedder": "onnxport.runtime.pipelines",
 }
 
 
@@ -176,7 +178,7 @@ def load(
     max_batch_tokens: int | None = _DEFAULT_BATCH_TOKENS,
 ) -> Pipeline:
     """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier,
-    Reranker, QuestionAnswerer or FillMask.
+    Reranker, QuestionAnswerer, FillMask or SparseEmbedder.
 
     `model`: "auto" (verified int8, else verified opt, else model.onnx), "fp32", "opt",
     "int8" or "fp16". `backend="torch"` runs the PyTorch source through the same pipeline

@@ -47,7 +47,8 @@ class Reference(Protocol):
 
 
 class EmbeddingReference(Protocol):
-    """An independent sentence encoder (sentence-transformers) for sentence-embedding files."""
+    """An independent sentence encoder (sentence-transformers' SentenceTransformer, or its
+    SparseEncoder in dense form) for sentence-embedding and sparse-embedding files."""
 
     name: str
 
@@ -263,7 +264,8 @@ def _verify_parity(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts:
         checks.extend(_padding_invariance(model, encoder, onnx_results, outputs, atol))
     if embedding_reference is not None:
         say(f"verifying {model_file}: against {embedding_reference.name} on {len(texts)} texts")
-        checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference, art.default_prompt))
+        checks.append(_embedding_check(model, encoder, texts, atol, embedding_reference, art.default_prompt,
+                                       art.outputs[0].name))
     if reference is None:
         reason = (f"no reference to compare {model_file} with: PyTorch is not available here "
                   "(pip install \"onnxport[export]\" and keep the source model folder)")
@@ -359,12 +361,12 @@ def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs
 
 
 def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], atol: float,
-                     reference: EmbeddingReference, prompt: str = "") -> CheckResult:
+                     reference: EmbeddingReference, prompt: str = "", output: str = "sentence_embedding") -> CheckResult:
     # The reference applies the folder's default prompt itself; the pipelines put it before each text.
     expected = reference.encode(texts)
     prompted = [prompt + text for text in texts]
     order = length_order(encoder, prompted)  # batches of similar length: little padding
-    parts = [model.run(encoder.encode([prompted[i] for i in order[start:start + 16]]))["sentence_embedding"]
+    parts = [model.run(encoder.encode([prompted[i] for i in order[start:start + 16]]))[output]
              for start in range(0, len(order), 16)]
     got = np.empty_like(np.concatenate(parts))
     got[order] = np.concatenate(parts)  # back in text order
@@ -374,7 +376,7 @@ def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], a
     measured = {"min_cosine": float(cosines.min()), "max_abs_diff": float(diff.max())}
     limits = {"min_cosine": EMBEDDING_MIN_COSINE, "max_abs_diff": atol}
     passed = measured["min_cosine"] >= EMBEDDING_MIN_COSINE and measured["max_abs_diff"] <= atol
-    return CheckResult(reference.name, "sentence_embedding", passed, measured, limits, short(texts[worst]),
+    return CheckResult(reference.name, output, passed, measured, limits, short(texts[worst]),
                        list(got.shape))
 
 

@@ -7,7 +7,8 @@ texts become (query, document) groups, judged by rank correlation and top-1 agre
 Question answerers: the texts become (question, context) pairs, judged by whether the best
 answer span is the same (exact match) and by the token overlap of the two spans (F1).
 Fill-mask models: a word of each text is masked, judged by top-1 and top-5 agreement of
-the predicted tokens there.
+the predicted tokens there. Sparse (SPLADE) embeddings: cosine of the dense form, as for
+embeddings, and the overlap of each text's ten heaviest terms.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ QUALITY_DEFAULTS = {
     "exact_match": 0.9,
     "answer_f1": 0.95,
     "top5_agreement": 0.8,
+    "top10_term_overlap": 0.8,
 }
 # A reranker's quality inputs: groups of this many (query, document) pairs sharing a query.
 RANKING_GROUP = 8
@@ -160,7 +162,22 @@ def quality_checks(task: Task, output: str, got: list[dict], expected: list[dict
     if len(texts) > 10:
         checks.append(CheckResult("top-10 neighbour overlap", output, overlap >= limits["top10_overlap"],
                                   {"top10_overlap": overlap}, {"top10_overlap": limits["top10_overlap"]}))
+    if task is Task.SPARSE_EMBEDDING:  # what a sparse index looks up: the heaviest terms of each text
+        terms = top_term_overlap(a, b, k=10)
+        checks.append(CheckResult("top-10 term overlap", output, terms >= limits["top10_term_overlap"],
+                                  {"top10_term_overlap": terms}, {"top10_term_overlap": limits["top10_term_overlap"]}))
     return checks
+
+
+def top_term_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean share of each text's k heaviest terms (vocabulary ids with the largest weights,
+    non-zero ones only) that both sparse vectors name; 1.0 for a text both leave empty."""
+    shares = []
+    for x, y in zip(a, b):
+        heavy_x = {int(i) for i in np.argsort(-x, kind="stable")[:k] if x[i] > 0}
+        heavy_y = {int(i) for i in np.argsort(-y, kind="stable")[:k] if y[i] > 0}
+        shares.append(len(heavy_x & heavy_y) / max(len(heavy_x), len(heavy_y)) if heavy_x or heavy_y else 1.0)
+    return float(np.mean(shares))
 
 
 def _ranking_checks(output: str, got: np.ndarray, expected: np.ndarray, texts: list[str],

@@ -207,6 +207,8 @@ def _resolve_spec(source: Source, *, pooling, normalize, opset, target, exporter
         normalize = bool(normalize)
     elif pooling is not None or normalize:
         raise InputError(f"--pooling and --normalize apply to sentence-embedding, not {task.value}")
+    splade = (source.st.splade if source.st is not None and source.st.splade else ("max", "relu")) \
+        if task is Task.SPARSE_EMBEDDING else (None, None)
     if output_names is not None and task is not Task.CUSTOM:
         raise InputError(f"--output-names is for task custom; {task.value} outputs are named by onnxport")
     max_length = max_length_for(source)
@@ -218,6 +220,7 @@ def _resolve_spec(source: Source, *, pooling, normalize, opset, target, exporter
         opset=opset, target_ort=target, exporter=exporter, int32_inputs=int32,
         token_type_ids=token_type_ids, static_shape=tuple(static_shape) if static_shape else None,
         max_length=max_length, output_names=tuple(output_names) if output_names else None,
+        splade_pooling=splade[0], splade_activation=splade[1],
     )
 
 
@@ -333,6 +336,11 @@ def _task_details(source: Source, spec: ExportSpec) -> str:
         return f", one score per (query, document) pair, {source.score_activation} of the logit"
     if spec.task is Task.QUESTION_ANSWERING:
         return ", start and end logits per token of (question, context); answers are spans of the context"
+    if spec.task is Task.SPARSE_EMBEDDING:
+        prompt = source.st.default_prompt if source.st else ""
+        return (f", SPLADE: {spec.splade_pooling} over tokens of log(1 + "
+                f"{'log(1 + relu(logits))' if spec.splade_activation == 'log1p_relu' else 'relu(logits)'})"
+                + (f", default prompt {prompt!r}" if prompt else ""))
     if spec.task is Task.FILL_MASK:
         mask = getattr(source.tokenizer, "mask_token", None)
         return f", vocabulary logits per token; fill predicts each {mask or 'mask token'}"
@@ -341,7 +349,7 @@ def _task_details(source: Source, spec: ExportSpec) -> str:
 
 def _prompts(source: Source, spec: ExportSpec) -> dict:
     """The manifest's prompts: sentence-transformers puts the default one before every text."""
-    if source.st is None or spec.task is not Task.SENTENCE_EMBEDDING or not source.st.prompts:
+    if source.st is None or spec.task not in (Task.SENTENCE_EMBEDDING, Task.SPARSE_EMBEDDING) or not source.st.prompts:
         return {}
     return {"prompts": {"prompts": source.st.prompts, "default_prompt_name": source.st.default_prompt_name}}
 

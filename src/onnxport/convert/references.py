@@ -3,8 +3,8 @@ verify/optimize entry points that pick the best one available.
 
 `TorchReference` runs the artifact's source model through the same wrapper the exporter
 traced (task head, pooling, Dense, normalize), so its outputs are exactly what the graph
-must produce. `SentenceTransformersReference` is an independent second opinion for
-sentence-embedding folders. `best_references` says which of them this environment can
+must produce. `SentenceTransformersReference` (and `SparseEncoderReference` for SPLADE) is
+an independent second opinion for sentence-transformers folders. `best_references` says which of them this environment can
 build and why not otherwise; without torch the checks fall back to model.onnx.
 """
 
@@ -74,6 +74,21 @@ class SentenceTransformersReference:
         return self.model.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
 
 
+class SparseEncoderReference:
+    """`SparseEncoder(folder).encode` in dense form, for artifacts exported from a SPLADE folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from sentence_transformers import SparseEncoder
+
+        self.model = SparseEncoder(str(folder), device="cpu")
+        self.model.max_active_dims = None  # the graph gives every weight; the pipeline applies the folder's cut
+        self.name = "sentence-transformers SparseEncoder encode"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=16, convert_to_tensor=True, show_progress_bar=False)
+        return vectors.to_dense().cpu().numpy()
+
+
 def best_references(art: Artifact, model_file: str = MODEL_FILE, *, source: str | Path | None = None,
                     allow_pickle: bool = False, wrapper: Any = None):
     """(reference, embedding reference, notes) for `model_file`: PyTorch and sentence-transformers
@@ -95,9 +110,9 @@ def best_references(art: Artifact, model_file: str = MODEL_FILE, *, source: str 
     return reference, _sentence_transformers_reference(art, notes), notes
 
 
-def _sentence_transformers_reference(art: Artifact, notes: list[str]) -> SentenceTransformersReference | None:
+def _sentence_transformers_reference(art: Artifact, notes: list[str]):
     recorded = art.manifest.get("source", {})
-    if art.task is not Task.SENTENCE_EMBEDDING or recorded.get("kind") != "st-folder":
+    if art.task not in (Task.SENTENCE_EMBEDDING, Task.SPARSE_EMBEDDING) or recorded.get("kind") != "st-folder":
         return None
     if importlib.util.find_spec("sentence_transformers") is None:
         notes.append("sentence-transformers parity: sentence-transformers is not installed")
@@ -106,7 +121,7 @@ def _sentence_transformers_reference(art: Artifact, notes: list[str]) -> Sentenc
     if not path or not Path(path).exists():
         notes.append(f"sentence-transformers parity: source folder {path} is gone")
         return None
-    return SentenceTransformersReference(path)
+    return (SparseEncoderReference if art.task is Task.SPARSE_EMBEDDING else SentenceTransformersReference)(path)
 
 
 def verify(artifact: str | Path | Artifact, *, model_file: str = MODEL_FILE, reference: str | Path | None = None,

@@ -117,7 +117,7 @@ def refuse_remote_code(config: dict, config_file: Path) -> None:
 
 def detect_task(config: Any, st: SentenceTransformerConfig | None) -> Task:
     if st is not None:
-        return Task.SENTENCE_EMBEDDING
+        return Task.SPARSE_EMBEDDING if st.splade else Task.SENTENCE_EMBEDDING
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForTokenClassification") for a in architectures):
         return Task.TOKEN_CLASSIFICATION
@@ -139,7 +139,11 @@ def _check_task_fits(task: Task, config: Any, st: SentenceTransformerConfig | No
         Task.TEXT_RANKING: "ForSequenceClassification",
         Task.QUESTION_ANSWERING: "ForQuestionAnswering",
         Task.FILL_MASK: "ForMaskedLM",
+        Task.SPARSE_EMBEDDING: "ForMaskedLM",
     }
+    if st is not None and st.splade and task is Task.SENTENCE_EMBEDDING:
+        raise ExportError(f"{folder} is a sentence-transformers SparseEncoder (SPLADE), which has no dense "
+                          "sentence embedding; export it as sparse-embedding (the default)")
     if task in heads and not any(a.endswith(heads[task]) for a in architectures):
         raise ExportError(
             f"task {task.value} needs a trained {heads[task][3:]} head, but {folder} is "
@@ -165,6 +169,7 @@ def _model_class(task: Task):
         Task.TEXT_RANKING: transformers.AutoModelForSequenceClassification,
         Task.QUESTION_ANSWERING: transformers.AutoModelForQuestionAnswering,
         Task.FILL_MASK: transformers.AutoModelForMaskedLM,
+        Task.SPARSE_EMBEDDING: transformers.AutoModelForMaskedLM,
     }[task]
 
 

@@ -16,6 +16,9 @@ What changed over the versions, and what this module accepts:
   only with --allow-pickle).
 * `config_sentence_transformers.json`: `prompts`, `default_prompt_name` (v2.4+), and
   `model_type` (v5+), which tells a CrossEncoder or SparseEncoder folder apart.
+* SparseEncoder (SPLADE, v5+): an `MLMTransformer` (v5) or a `Transformer` with
+  `transformer_task: fill-mask` (v6), then `SpladePooling` (`pooling_strategy` max or sum,
+  `activation_function` relu or log1p_relu); `max_active_dims` in the model config.
 
 Anything whose output onnxport could not reproduce exactly is refused with a reason.
 """
@@ -58,10 +61,8 @@ _SCORE_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity"}
 _DENSE_ACTIVATIONS = {"Tanh", "Identity", "ReLU", "GELU", "Sigmoid"}
 # Modules that do nothing at inference.
 _PASS_THROUGH = {"Dropout"}
-_OTHER_MODEL_TYPES = {
-    "SparseEncoder": "a sentence-transformers SparseEncoder (SPLADE) folder; sparse embeddings are not supported "
-                     "yet, export its masked-LM as feature-extraction with --task if you need the token outputs",
-}
+_SPLADE_POOLING = ("max", "sum")
+_SPLADE_ACTIVATIONS = ("relu", "log1p_relu")
 
 
 @dataclasses.dataclass
@@ -77,7 +78,7 @@ class DenseLayer:
 class SentenceTransformerConfig:
     """What a sentence-transformers folder says about turning a text into one vector."""
 
-    pooling: Pooling
+    pooling: Pooling | None  # None for a SparseEncoder, whose pooling is `splade`
     normalize: bool
     max_seq_length: int | None
     dense_layers: list[DenseLayer]
@@ -87,6 +88,8 @@ class SentenceTransformerConfig:
     default_prompt_name: str | None = None
     include_prompt: bool = True
     saved_by: str | None = None  # the sentence-transformers version that wrote the folder, when recorded
+    splade: tuple[str, str] | None = None  # SparseEncoder: (pooling strategy, activation function)
+    max_active_dims: int | None = None  # SparseEncoder: keep this many largest weights per text
 
     @property
     def default_prompt(self) -> str:
@@ -95,8 +98,10 @@ class SentenceTransformerConfig:
 
     def describe(self) -> dict:
         """The facts the manifest keeps (prompts drive the runtime, the rest is for people)."""
+        sparse = {"splade": list(self.splade), "max_active_dims": self.max_active_dims} if self.splade else {}
         return {
-            "pooling": self.pooling.value, "normalize": self.normalize, "dense_layers": len(self.dense_layers),
+            "pooling": self.pooling.value if self.pooling else None, "normalize": self.normalize,
+            "dense_layers": len(self.dense_layers), **sparse,
             "max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case,
             "prompts": dict(self.prompts), "default_prompt_name": self.default_prompt_name,
             "include_prompt": self.include_prompt, "saved_by": self.saved_by,
@@ -114,18 +119,18 @@ def read_sentence_transformers_config(folder: Path, *, allow_pickle: bool = Fals
     model_type = model_config.get("model_type")
     if model_type == "CrossEncoder":
         return None
-    if model_type in _OTHER_MODEL_TYPES:
-        raise ExportError(f"{folder} is {_OTHER_MODEL_TYPES[model_type]}")
     modules = read_json(modules_file, list, ST_RESAVE)
     transformer_dir, (transformer_config, transformer_file) = folder, _transformer_config(folder)
-    pooling, include_prompt, normalize, dense_layers = None, True, False, []
+    pooling, include_prompt, normalize, dense_layers, splade = None, True, False, [], None
     for index, entry in enumerate(modules):
         if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
             raise ModelLoadError(f"{modules_file}: module #{index} is not an object with a \"type\"; {ST_RESAVE}")
         kind = entry["type"].rsplit(".", 1)[-1]
         module_dir = folder / entry.get("path", "")
-        if kind == "Transformer":
+        if kind in ("Transformer", "MLMTransformer"):
             transformer_dir, (transformer_config, transformer_file) = module_dir, _transformer_config(module_dir)
+        elif kind == "SpladePooling":
+            splade = _read_splade(module_dir / "config.json")
         elif kind == "Pooling":
             if pooling is not None:
                 raise ExportError(f"{modules_file} has two Pooling modules; onnxport exports one")
@@ -139,7 +144,19 @@ def read_sentence_transformers_config(folder: Path, *, allow_pickle: bool = Fals
         elif kind not in _PASS_THROUGH:
             raise ExportError(
                 f"sentence-transformers module {entry['type']} ({modules_file}) is not supported yet; "
-                "supported: Transformer, Pooling, Dense, Normalize, Dropout")
+                "supported: Transformer, Pooling, Dense, Normalize, Dropout, and for SparseEncoder (SPLADE) "
+                "folders MLMTransformer and SpladePooling")
+    prompts, default_prompt_name = _prompts(folder, model_config)
+    common = dict(do_lower_case=bool(transformer_config.get("do_lower_case", False)), prompts=prompts,
+                  default_prompt_name=default_prompt_name,
+                  saved_by=(model_config.get("__version__") or {}).get("sentence_transformers"))
+    if model_type == "SparseEncoder" or splade is not None:
+        if splade is None or pooling is not None or dense_layers or normalize:
+            raise ExportError(f"{folder} is a SparseEncoder whose modules onnxport cannot reproduce yet; supported: "
+                              "a masked-LM Transformer followed by SpladePooling, nothing else")
+        return SentenceTransformerConfig(
+            None, False, _max_seq_length(transformer_config, transformer_file), [], transformer_dir,
+            splade=splade, max_active_dims=_max_active_dims(folder, model_config), **common)
     if pooling is None:
         task = transformer_config.get("transformer_task", "feature-extraction")
         if task == "sequence-classification":
@@ -148,12 +165,9 @@ def read_sentence_transformers_config(folder: Path, *, allow_pickle: bool = Fals
             raise ExportError(f"{folder} is a sentence-transformers {task} model without Pooling; "
                               "export it with --task sequence-classification or feature-extraction")
         raise ExportError(f"{folder}/modules.json has no Pooling module; add one or export as feature-extraction")
-    prompts, default_prompt_name = _prompts(folder, model_config)
     config = SentenceTransformerConfig(
         pooling, normalize, _max_seq_length(transformer_config, transformer_file), dense_layers, transformer_dir,
-        do_lower_case=bool(transformer_config.get("do_lower_case", False)), prompts=prompts,
-        default_prompt_name=default_prompt_name, include_prompt=include_prompt,
-        saved_by=(model_config.get("__version__") or {}).get("sentence_transformers"))
+        include_prompt=include_prompt, **common)
     if config.default_prompt and not include_prompt:
         # sentence-transformers then pools without the prompt's tokens; the graph pools over all.
         raise ExportError(
@@ -242,6 +256,26 @@ def _read_pooling(config_file: Path) -> tuple[Pooling, bool]:
         raise ExportError(f"{config_file}: several pooling modes concatenated ({' + '.join(modes)}) are not "
                           f"supported yet; onnxport exports one of {list(_POOLING_MODES)}")
     return _POOLING_MODES[modes[0]], bool(config.get("include_prompt", True))
+
+
+def _read_splade(config_file: Path) -> tuple[str, str]:
+    """(pooling strategy, activation function) of a SpladePooling module."""
+    config = read_json(config_file, dict, ST_RESAVE) if config_file.exists() else {}
+    strategy = config.get("pooling_strategy", "max")
+    activation = config.get("activation_function", "relu")
+    if strategy not in _SPLADE_POOLING or activation not in _SPLADE_ACTIVATIONS:
+        raise ExportError(f"{config_file}: SpladePooling {strategy!r} with {activation!r} is not supported; "
+                          f"supported: pooling_strategy {list(_SPLADE_POOLING)}, activation_function "
+                          f"{list(_SPLADE_ACTIVATIONS)}")
+    return strategy, activation
+
+
+def _max_active_dims(folder: Path, config: dict) -> int | None:
+    value = config.get("max_active_dims")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ModelLoadError(f"{folder}/config_sentence_transformers.json: max_active_dims {value!r} is not a "
+                             f"positive integer; fix it, or {ST_RESAVE}")
+    return value
 
 
 def _read_dense(module_dir: Path, allow_pickle: bool) -> DenseLayer:

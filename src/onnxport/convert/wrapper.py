@@ -60,6 +60,16 @@ def last_token_pool(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
 
 
+def splade_pool(logits: torch.Tensor, mask: torch.Tensor, pooling: str, activation: str) -> torch.Tensor:
+    """sentence-transformers' SpladePooling: log(1 + relu(logits)) of the real tokens (log1p
+    once more for "log1p_relu"), then the max or sum over tokens: one weight per vocabulary
+    token, zero where no token's logit is positive."""
+    weights = torch.log1p(torch.relu(logits * mask.unsqueeze(-1).to(logits.dtype)))
+    if activation == "log1p_relu":
+        weights = torch.log1p(weights)
+    return weights.amax(dim=1) if pooling == "max" else weights.sum(dim=1)
+
+
 def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
     # Same as F.normalize(p=2, dim=1), written with ReduceSum + Sqrt: the ReduceL2 that
     # F.normalize exports to stops onnxruntime's transformer optimizer from fusing the
@@ -85,6 +95,7 @@ TASK_OUTPUTS = {
     Task.TEXT_RANKING: ("logits",),
     Task.QUESTION_ANSWERING: ("start_logits", "end_logits"),
     Task.FILL_MASK: ("logits",),
+    Task.SPARSE_EMBEDDING: ("sparse_embedding",),
 }
 # Tasks whose outputs have one row per token (a sequence axis after the batch axis).
 _PER_TOKEN_TASKS = (Task.TOKEN_CLASSIFICATION, Task.QUESTION_ANSWERING, Task.FILL_MASK, Task.CUSTOM)
@@ -126,6 +137,7 @@ class ExportWrapper(torch.nn.Module):
         dense_layers: list | None = None,
         with_pooler_output: bool = False,
         custom_output_keys: list[str | int] | None = None,
+        splade: tuple[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -137,6 +149,7 @@ class ExportWrapper(torch.nn.Module):
         self.normalize = normalize
         self.with_pooler_output = with_pooler_output
         self.custom_output_keys = custom_output_keys
+        self.splade = splade
         self.dense = torch.nn.ModuleList()
         for layer in dense_layers or []:
             linear = torch.nn.Linear(layer.weight.shape[1], layer.weight.shape[0], bias=layer.bias is not None)
@@ -183,6 +196,11 @@ class ExportWrapper(torch.nn.Module):
             return embedding, tokens
         if self.task is Task.QUESTION_ANSWERING:
             return outputs.start_logits, outputs.end_logits
+        if self.task is Task.SPARSE_EMBEDDING:
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(outputs.logits.shape[:2], dtype=torch.long, device=outputs.logits.device)
+            return (splade_pool(outputs.logits, mask, *self.splade),)
         return (outputs.logits,)
 
 
@@ -276,7 +294,7 @@ def build_wrapper(source: Source, spec: ExportSpec):
     dense = source.st.dense_layers if source.st else None
     wrapper = ExportWrapper(source.module, spec.task, input_names, pooling=spec.pooling, normalize=spec.normalize,
                             dense_layers=dense, with_pooler_output=with_pooler, custom_output_keys=custom_keys,
-                            **common)
+                            splade=(spec.splade_pooling or "max", spec.splade_activation or "relu"), **common)
     if names is None:
         names = list(TASK_OUTPUTS[spec.task][: 1 if spec.task is Task.FEATURE_EXTRACTION and not with_pooler else 2])
     with torch.no_grad():

@@ -18,6 +18,7 @@ class Task(str, Enum):
     TEXT_RANKING = "text-ranking"  # a cross-encoder: one relevance score per (query, document) pair
     QUESTION_ANSWERING = "question-answering"  # extractive: start/end logits over (question, context) tokens
     FILL_MASK = "fill-mask"  # masked-language-model logits over the vocabulary at every token
+    SPARSE_EMBEDDING = "sparse-embedding"  # SPLADE: one weight per vocabulary token, mostly zeros
     CUSTOM = "custom"
 
 
@@ -56,6 +57,8 @@ class ExportSpec:
     static_shape: tuple[int, int] | None = None
     max_length: int | None = None
     output_names: tuple[str, ...] | None = None
+    splade_pooling: str | None = None  # sparse-embedding: "max" or "sum" over tokens
+    splade_activation: str | None = None  # sparse-embedding: "relu" (log1p(relu)) or "log1p_relu" (log1p twice)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

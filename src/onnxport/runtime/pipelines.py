@@ -34,7 +34,7 @@ from .vectors import shorten
 
 # Every pipeline verb, and the artifacts that have it (for the error when a task lacks one).
 VERB_TASKS = {
-    "embed": "a sentence-embedding or feature-extraction artifact",
+    "embed": "a sentence-embedding, feature-extraction or sparse-embedding artifact",
     "token_embeddings": "a sentence-embedding or feature-extraction artifact",
     "extract": "a token-classification artifact",
     "extract_dict": "a token-classification artifact",
@@ -231,8 +231,8 @@ class Pipeline:
             yield indices, batch, arrays, results
 
 
-class Embedder(Pipeline):
-    """Sentence vectors (and per-token vectors) from embedding or feature-extraction artifacts."""
+class PromptedPipeline(Pipeline):
+    """A pipeline that puts a sentence-transformers prompt before every text (embedders)."""
 
     def tokenize(self, texts: Sequence[str], *, truncate: bool | None = None, prompt: str | None = None) -> list:
         """As `Pipeline.tokenize`, with `prompt` (default: the artifact's default prompt) before
@@ -243,6 +243,19 @@ class Embedder(Pipeline):
             texts = [prompt + text if isinstance(text, str) else text for text in texts]
         return super().tokenize(texts, truncate=truncate)
 
+    def prompt_text(self, prompt_name: str | None, prompt: str | None) -> str:
+        """The text to put before every text: the prompt named `prompt_name` (one of
+        `artifact.prompts`), `prompt` itself ("" for none), or else the default prompt."""
+        if prompt is not None and prompt_name is not None:
+            raise InputError("give prompt_name (one of the artifact's prompts) or prompt (the text), not both")
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"prompt must be a text, not {type(prompt).__name__}")
+        return self.artifact.prompt(prompt_name) if prompt is None else prompt
+
+
+class Embedder(PromptedPipeline):
+    """Sentence vectors (and per-token vectors) from embedding or feature-extraction artifacts."""
+
     def embed(self, texts: Sequence[str], batch_size: int = 32, *, prompt_name: str | None = None,
               prompt: str | None = None, dimensions: int | None = None) -> np.ndarray:
         """[n, dim] float32. Feature-extraction artifacts are mean-pooled over real tokens.
@@ -252,11 +265,7 @@ class Embedder(Pipeline):
         ("" for none); neither: the default prompt, if the folder named one. `dimensions` keeps
         the first that many values of each vector and renormalizes them (Matryoshka models)."""
         texts = self._texts(texts)
-        if prompt is not None and prompt_name is not None:
-            raise InputError("give prompt_name (one of the artifact's prompts) or prompt (the text), not both")
-        if prompt is not None and not isinstance(prompt, str):
-            raise InputError(f"prompt must be a text, not {type(prompt).__name__}")
-        prefix = self.artifact.prompt(prompt_name) if prompt is None else prompt
+        prefix = self.prompt_text(prompt_name, prompt)
         width = optional_positive_int(dimensions, "dimensions")
         if width is not None and width > self.dimensions:
             raise InputError(f"dimensions must be at most this model's {self.dimensions}, not {width}; "
@@ -293,6 +302,74 @@ class Embedder(Pipeline):
         """Length of one sentence vector."""
         name = "sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
         return int(next(o for o in self.artifact.outputs if o.name == name).dims[-1])
+
+
+class SparseEmbedder(PromptedPipeline):
+    """SPLADE vectors from a sparse-embedding artifact: one weight per vocabulary token, mostly
+    zero, as sentence-transformers' `SparseEncoder.encode` gives them. The pooling runs in the
+    graph; the pipeline keeps the non-zero weights."""
+
+    result_outputs = ["sparse_embedding"]
+
+    @cached_property
+    def dimensions(self) -> int:
+        """The vocabulary size: the length of one vector in dense form."""
+        return int(next(o for o in self.artifact.outputs if o.name == "sparse_embedding").dims[-1])
+
+    @cached_property
+    def max_active_dims(self) -> int | None:
+        """The folder's `max_active_dims` (keep that many largest weights per text), if it set one."""
+        return self.artifact.manifest.get("source", {}).get("sentence_transformers", {}).get("max_active_dims")
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32, *, prompt_name: str | None = None,
+              prompt: str | None = None, max_active_dims: int | None = None,
+              dimensions: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per text, (indices, values): the vocabulary ids with a non-zero weight, ascending,
+        and their float32 weights. `max_active_dims` keeps only that many largest weights
+        (default: the folder's, else all). Prompts as `Embedder.embed`."""
+        if dimensions is not None:
+            raise InputError("a sparse vector has one weight per vocabulary token and no Matryoshka dimensions; "
+                             "drop dimensions, or keep the largest weights with max_active_dims")
+        dense = self.embed_dense(texts, batch_size, prompt_name=prompt_name, prompt=prompt,
+                                 max_active_dims=max_active_dims)
+        return [(np.flatnonzero(row), row[np.flatnonzero(row)]) for row in dense]
+
+    def embed_csr(self, texts: Sequence[str], batch_size: int = 32, **options) -> dict[str, np.ndarray]:
+        """The vectors of `texts` as one CSR matrix without scipy: {"indptr", "indices",
+        "values", "shape"} (scipy.sparse.csr_matrix((values, indices, indptr), shape) takes it)."""
+        pairs = self.embed(texts, batch_size, **options)
+        indptr = np.zeros(len(pairs) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(indices) for indices, _ in pairs])
+        return {"indptr": indptr,
+                "indices": np.concatenate([i for i, _ in pairs]) if pairs else np.zeros(0, np.int64),
+                "values": np.concatenate([v for _, v in pairs]) if pairs else np.zeros(0, np.float32),
+                "shape": np.array([len(pairs), self.dimensions], dtype=np.int64)}
+
+    def embed_dense(self, texts: Sequence[str], batch_size: int = 32, *, prompt_name: str | None = None,
+                    prompt: str | None = None, max_active_dims: int | None = None) -> np.ndarray:
+        """[n, vocabulary] float32: the vectors with their zeros."""
+        texts = self._texts(texts)
+        prefix = self.prompt_text(prompt_name, prompt)
+        keep = optional_positive_int(max_active_dims, "max_active_dims") or self.max_active_dims
+        result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for indices, batch, arrays, outputs in self.run_encodings(self.tokenize(texts, prompt=prefix), batch_size):
+            result[indices] = self.rows(batch, arrays, outputs)
+        if keep is not None and keep < self.dimensions:
+            # as sentence-transformers' select_max_active_dims: the `keep` largest stay
+            smallest = np.argpartition(-result, keep, axis=1)[:, keep:]
+            np.put_along_axis(result, smallest, 0.0, axis=1)
+        return result
+
+    def rows(self, encodings, arrays, outputs) -> np.ndarray:
+        """[rows, vocabulary] weights, as the graph pooled them."""
+        return outputs["sparse_embedding"]
+
+    def decode(self, vector: tuple[np.ndarray, np.ndarray], top_k: int | None = None) -> list[tuple[str, float]]:
+        """(token, weight) of one vector's non-zero weights, largest first (`top_k` of them), as
+        `SparseEncoder.decode` lists them."""
+        indices, values = vector
+        order = np.argsort(-np.asarray(values), kind="stable")[:optional_positive_int(top_k, "top_k")]
+        return [(self.encoder.token(int(indices[i])), float(values[i])) for i in order]
 
 
 class TokenClassifier(Pipeline):
@@ -604,4 +681,5 @@ PIPELINES = {
     Task.TEXT_RANKING: Reranker,
     Task.QUESTION_ANSWERING: QuestionAnswerer,
     Task.FILL_MASK: FillMask,
+    Task.SPARSE_EMBEDDING: SparseEmbedder,
 }

@@ -163,6 +163,10 @@ class TextEncoder:
         token_id = self._unpadded.token_to_id(token) if isinstance(token, str) else None
         return (token, token_id) if token_id is not None else (None, None)
 
+    def token(self, token_id: int) -> str:
+        """The vocabulary entry of one id (`##ing`, `Ġthe`, `[CLS]`), as convert_ids_to_tokens."""
+        return self._unpadded.id_to_token(token_id)
+
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
         """Token ids back to text, as transformers' decode: the tokenizer's decoder, then its
         clean-up of spaces before punctuation when tokenizer_config.json asks for it (never

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from ..core.arguments import choice, optional_positive_int, positive_int, string_list
 from ..core.artifact import FAILED, MODIFIED, Artifact
 from ..core.messages import notice
+from ..core.spec import Task
 from ..errors import InputError
 from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from ..runtime.pipelines import AGGREGATIONS, PIPELINES, VERB_TASKS, choose_model_file
@@ -120,3 +121,6 @@ def check_task(artifact: Artifact, task_fn: str) -> None:
     if pipeline is None or not hasattr(pipeline, method):
         raise InputError(f"{artifact.path} is a {artifact.task.value} artifact; task_fn={task_fn!r} needs "
                          f"{VERB_TASKS[method]}")
+    if artifact.task is Task.SPARSE_EMBEDDING:  # its (indices, values) have no Arrow column type here yet
+        raise InputError(f"{artifact.path} is a sparse-embedding artifact, which Ray jobs do not run yet; embed "
+                         "with the local engine (onnxport embed ARTIFACT INPUT -o OUT.jsonl)")

@@ -488,7 +488,9 @@ def _check_pair_text(inputs, pair_field: str | None, engine: str) -> None:
 def _count_rows(rows) -> str:
     pairs = sum(row.pair is not None for row in rows)
     texts = len(rows) - pairs
-    parts = [f"{n} {word}{'' if n == 1 else 's'}" for n, word in ((texts, "text"), (pairs, "pair")) if n or not pairs]
+    # "3 texts", "2 pairs", "3 texts and 2 pairs" ("0 texts" for an empty input)
+    parts = [f"{n} {word}{'' if n == 1 else 's'}" for n, word in ((texts, "text"), (pairs, "pair"))
+             if n or (word == "text" and not pairs)]
     return " and ".join(parts)
 
 
@@ -539,8 +541,9 @@ _TASKS = {"embed": "a sentence-embedding or feature-extraction artifact",
 
 
 def _as_records(method: str, part):
-    if method == "embed":
-        return list(part)
+    if method == "embed":  # dense vectors, or a sparse-embedding's (indices, values)
+        return [{"indices": vector[0], "values": vector[1]} if isinstance(vector, tuple) else vector
+                for vector in part]
     key = {"extract": "entities", "classify": "labels"}[method]
     return [{key: value} for value in part]
 

@@ -20,6 +20,7 @@ VERBS = {
     Task.TEXT_RANKING: "score",
     Task.QUESTION_ANSWERING: "answer",
     Task.FILL_MASK: "fill",
+    Task.SPARSE_EMBEDDING: "embed",
 }
 
 
