@@ -126,6 +126,48 @@ def test_map_dataset_passes_the_token_budget_to_every_actor(tiny_ner_artifact):
         scale.map_dataset(dataset, tiny_ner_artifact, task_fn="ner", max_batch_tokens=0)
 
 
+@pytest.fixture(scope="module")
+def prompted_artifact(tmp_path_factory, tiny_bert_folder):
+    """(sentence-transformers folder with a query prompt, normalized mean pooling; its artifact)."""
+    from sentence_transformers import SentenceTransformer, models
+
+    root = tmp_path_factory.mktemp("prompted")
+    transformer = models.Transformer(str(tiny_bert_folder))
+    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean"),
+               models.Normalize()]
+    SentenceTransformer(modules=modules, prompts={"query": "query: "}, device="cpu").save(str(root / "st"))
+    return root / "st", onnxport.export(root / "st", out=root / "artifact").path
+
+
+def test_map_dataset_embeds_with_a_prompt_and_fewer_dimensions(prompted_artifact, tiny_cls_artifact, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder, artifact = prompted_artifact
+    texts = corpus(40)
+    dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts}))
+    rows = scale.map_dataset(dataset, artifact, prompt_name="query", dimensions=16, actors=1).take_all()
+    reference = SentenceTransformer(str(folder), device="cpu", truncate_dim=16)
+    expected = reference.encode(texts, prompt_name="query", normalize_embeddings=True)
+    got = np.array([row["embedding"] for row in sorted(rows, key=lambda row: row["key"])], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # the CLI's --engine ray takes the same flags; a wrong one is exit 2 before Ray runs
+    pq.write_table(pa.table({"text": texts[:5]}), tmp_path / "in.parquet")
+    result = invoke("embed", artifact, tmp_path / "in.parquet", "--engine", "ray", "-o", tmp_path / "out.parquet",
+                    "--prompt-name", "query", "--dimensions", "16")
+    assert result.exit_code == 0, result.output
+    vectors = np.asarray(pq.read_table(tmp_path / "out.parquet").column("embedding").to_pylist(), np.float32)
+    np.testing.assert_allclose(vectors, expected[:5], atol=1e-5)
+    for extra, message in ((["--prompt-name", "passage"], "no prompt named 'passage'"),
+                           (["--dimensions", "4096"], "at most this model's")):
+        result = invoke("embed", artifact, tmp_path / "in.parquet", "--engine", "ray", "-o", tmp_path / "bad.parquet",
+                        *extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "bad.parquet").exists()
+    with pytest.raises(InputError, match="for task_fn='embed'"):
+        scale.map_dataset(dataset, tiny_cls_artifact, task_fn="classify", prompt_name="query")
+
+
 def test_map_dataset_ner_stride_and_classify_pairs(tiny_ner_artifact, tiny_cls_artifact):
     texts = corpus(40)
     dataset = ray.data.from_arrow(pa.table({"key": list(range(len(texts))), "text": texts}))

@@ -231,6 +231,32 @@ class Pipeline:
             yield indices, batch, arrays, results
 
 
+def prompt_text(artifact: Artifact, prompt_name: str | None, prompt: str | None) -> str:
+    """The text to put before every text: the prompt named `prompt_name` (one of
+    `artifact.prompts`), `prompt` itself ("" for none), or else the default prompt."""
+    if prompt is not None and prompt_name is not None:
+        raise InputError("give prompt_name (one of the artifact's prompts) or prompt (the text), not both")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"prompt must be a text, not {type(prompt).__name__}")
+    return artifact.prompt(prompt_name) if prompt is None else prompt
+
+
+def check_dimensions(artifact: Artifact, dimensions: int | None) -> int | None:
+    """`dimensions` (Matryoshka truncation) if an embedding artifact's vectors have that many."""
+    width = optional_positive_int(dimensions, "dimensions")
+    size = embedding_size(artifact)
+    if width is not None and width > size:
+        raise InputError(f"dimensions must be at most this model's {size}, not {width}; "
+                         "pass a smaller number, or none for whole vectors")
+    return width
+
+
+def embedding_size(artifact: Artifact) -> int:
+    """Length of one sentence vector of a sentence-embedding or feature-extraction artifact."""
+    name = "sentence_embedding" if artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
+    return int(next(o for o in artifact.outputs if o.name == name).dims[-1])
+
+
 class PromptedPipeline(Pipeline):
     """A pipeline that puts a sentence-transformers prompt before every text (embedders)."""
 
@@ -244,13 +270,8 @@ class PromptedPipeline(Pipeline):
         return super().tokenize(texts, truncate=truncate)
 
     def prompt_text(self, prompt_name: str | None, prompt: str | None) -> str:
-        """The text to put before every text: the prompt named `prompt_name` (one of
-        `artifact.prompts`), `prompt` itself ("" for none), or else the default prompt."""
-        if prompt is not None and prompt_name is not None:
-            raise InputError("give prompt_name (one of the artifact's prompts) or prompt (the text), not both")
-        if prompt is not None and not isinstance(prompt, str):
-            raise InputError(f"prompt must be a text, not {type(prompt).__name__}")
-        return self.artifact.prompt(prompt_name) if prompt is None else prompt
+        """The text to put before every text (see `prompt_text`)."""
+        return prompt_text(self.artifact, prompt_name, prompt)
 
 
 class Embedder(PromptedPipeline):
@@ -266,10 +287,7 @@ class Embedder(PromptedPipeline):
         the first that many values of each vector and renormalizes them (Matryoshka models)."""
         texts = self._texts(texts)
         prefix = self.prompt_text(prompt_name, prompt)
-        width = optional_positive_int(dimensions, "dimensions")
-        if width is not None and width > self.dimensions:
-            raise InputError(f"dimensions must be at most this model's {self.dimensions}, not {width}; "
-                             "pass a smaller number, or none for whole vectors")
+        width = check_dimensions(self.artifact, dimensions)
         result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         encodings = self.tokenize(texts, prompt=prefix)
         for indices, batch, arrays, outputs in self.run_encodings(encodings, batch_size):
@@ -300,8 +318,7 @@ class Embedder(PromptedPipeline):
     @cached_property  # read on every server request; the artifact's outputs do not change
     def dimensions(self) -> int:
         """Length of one sentence vector."""
-        name = "sentence_embedding" if self.artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
-        return int(next(o for o in self.artifact.outputs if o.name == name).dims[-1])
+        return embedding_size(self.artifact)
 
 
 class SparseEmbedder(PromptedPipeline):

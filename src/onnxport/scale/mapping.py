@@ -19,7 +19,8 @@ from ..core.messages import notice
 from ..core.spec import Task
 from ..errors import InputError
 from ..runtime.batching import DEFAULT_BATCH_TOKENS
-from ..runtime.pipelines import AGGREGATIONS, PIPELINES, VERB_TASKS, choose_model_file
+from ..runtime.pipelines import (AGGREGATIONS, PIPELINES, VERB_TASKS, check_dimensions, choose_model_file,
+                                 prompt_text)
 from ..runtime.tokenization import TextEncoder
 from .columns import DEFAULT_COLUMNS, ERROR_COLUMN, TASK_METHODS, check_pair_column
 from .compat import actor_pool_args, import_ray, split_blocks
@@ -41,6 +42,7 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
                 cpus_per_actor: int = 1, truncate: bool = True, aggregation: str = "simple",
                 stride: int | str | None = "auto", top_k: int = 1, pair_column: str | None = None,
                 providers: Sequence[str] | None = None, max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                prompt_name: str | None = None, prompt: str | None = None, dimensions: int | None = None,
                 worker: type = ArtifactWorker) -> Any:
     """`dataset` with the artifact's results in `output_column` (default: embedding, entities or
     labels) and a per-row `error_column` (null when the row succeeded; else why, with an empty
@@ -53,7 +55,8 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     `cpus_per_actor` threads. truncate=False: a text over the model's length is a failed row.
     aggregation and stride (ner), top_k (classify): as in the pipelines. pair_column
     (classify): every row is a sentence pair, its second text in that column; without it, a
-    `text_pair` column makes the rows that have a value pairs.
+    `text_pair` column makes the rows that have a value pairs. prompt_name or prompt, and
+    dimensions (embed): as in `Embedder.embed`.
     """
     ray = import_ray()
     if not ray.is_initialized():
@@ -61,6 +64,8 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     task_fn = choice(task_fn, "task_fn", TASK_FNS)
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     check_task(art, task_fn)
+    if task_fn != "embed" and (prompt_name, prompt, dimensions) != (None, None, None):
+        raise InputError(f"prompt_name, prompt and dimensions are for task_fn='embed', not {task_fn!r}")
     batch_size = positive_int(batch_size, "batch_size")
     max_batch_tokens = optional_positive_int(max_batch_tokens, "max_batch_tokens")
     rows_per_batch = positive_int(rows_per_batch, "rows_per_batch")
@@ -92,7 +97,8 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
     if pair_column is not None:  # (schema() may read a first block: only when there is something to check)
         check_pair_column(dataset.schema().names, task_fn, pair_column, text_column, "the dataset")
     options = ({"aggregation": aggregation, "stride": stride} if task_fn == "ner"
-               else {"top_k": top_k, "pair_column": pair_column} if task_fn == "classify" else {})
+               else {"top_k": top_k, "pair_column": pair_column} if task_fn == "classify"
+               else embed_options(art, prompt_name, prompt, dimensions))
     return split_blocks(dataset, rows_per_batch).map_batches(
         worker,
         batch_format="pyarrow",
@@ -105,6 +111,12 @@ def map_dataset(dataset: Any, artifact: str | Path | Artifact, *, task_fn: str =
             providers=string_list(providers, "providers") if providers is not None else None, options=options),
         **actor_pool_args(ray.__version__, actors),
     )
+
+
+def embed_options(art: Artifact, prompt_name: str | None, prompt: str | None, dimensions: int | None) -> dict:
+    """The worker's embed options, checked on the driver: the prompt text (the artifact's
+    default when neither is given) and the Matryoshka width."""
+    return {"prompt": prompt_text(art, prompt_name, prompt), "dimensions": check_dimensions(art, dimensions)}
 
 
 def default_actors(ray: Any, cpus_per_actor: int) -> int:

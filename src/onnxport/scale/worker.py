@@ -20,6 +20,7 @@ from ..core.model_files import MODEL_CHOICES
 from ..runtime.batching import DEFAULT_BATCH_TOKENS
 from ..runtime.entities import flat_windows, per_text
 from ..runtime.pipelines import load
+from ..runtime.vectors import shorten
 from .columns import check_columns, embedding_column, error_column, records_column, row_pairs, text_problem
 from .jsonl import PROBLEM_COLUMN
 from .shipping import open_shipped
@@ -89,7 +90,11 @@ class ArtifactWorker:
         stride = self.options.get("stride", "auto")
         if self.task_fn == "ner" and stride is not None:
             return self.pipeline.windows([items[i] for i in rows], stride=stride)
-        encodings = self.pipeline.tokenize_items([items[i] for i in rows], truncate=True)
+        if self.task_fn == "embed":  # with the prompt the driver chose (the artifact's default, or none)
+            encodings = self.pipeline.tokenize([items[i] for i in rows], truncate=True,
+                                               prompt=self.options.get("prompt"))
+        else:
+            encodings = self.pipeline.tokenize_items([items[i] for i in rows], truncate=True)
         if not self.truncate:
             for row, encoding in zip(rows, encodings):
                 if encoding.overflowing:
@@ -101,7 +106,7 @@ class ArtifactWorker:
         """The task's result for one row from its encodings and their raw model outputs (see
         Pipeline.rows): one of each, or for NER one per window."""
         if self.task_fn == "embed":
-            return raws[0]
+            return shorten(raws[0][None], self.options.get("dimensions"))[0]
         if self.task_fn == "ner":
             return self.pipeline.entities(text, encodings, raws, self.options.get("aggregation", "simple"))
         return self.pipeline.ranked(self.pipeline.scores(raws[0]), self.options.get("top_k", 1))

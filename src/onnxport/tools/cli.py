@@ -584,10 +584,6 @@ def embed(artifact, inputs, prompt_name, dimensions, **options):
       onnxport embed out/e5 queries.jsonl --prompt-name query --dimensions 256 -o vectors.npy
     """
     extra = {k: v for k, v in (("prompt_name", prompt_name), ("dimensions", dimensions)) if v is not None}
-    if extra and options.get("engine") == "ray":
-        flags = " and ".join(f"--{k.replace('_', '-')}" for k in extra)
-        raise click.UsageError(f"{flags} go{'es' if len(extra) == 1 else ''} with the local engine for now; "
-                               "drop --engine ray, or embed without it")
     _run_pipeline("embed", artifact, inputs, **extra, **options)
 
 
