@@ -113,3 +113,14 @@ def test_fill_mask_quality_is_top1_and_top5_agreement():
                             QUALITY_DEFAULTS, None)
     measured = {k: v for check in checks for k, v in check.measured.items()}
     assert measured == pytest.approx({"top1_agreement": 0.5, "top5_agreement": (1 + 4 / 5) / 2})
+
+
+def test_fused_file_fills_the_same(mlm_artifact, tmp_path):
+    import shutil
+
+    art_dir = shutil.copytree(mlm_artifact, tmp_path / "artifact")
+    _, fused, report = onnxport.optimize(art_dir)
+    assert report.verdict == "passed" and fused.get("Attention", 0) == 2
+    fp32 = onnxport.load(art_dir, model="fp32").fill(TEXTS, top_k=5)
+    for got, expected in zip(onnxport.load(art_dir, model="opt").fill(TEXTS, top_k=5), fp32):
+        _same(got, expected)

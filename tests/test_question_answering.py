@@ -242,3 +242,16 @@ def test_int8_guard_judges_answers_and_its_figure_can_be_recomputed(qa_artifact,
 
     fp32, int8 = best_spans(art_dir / "model.onnx"), best_spans(art_dir / "model.int8.onnx")
     assert recorded == pytest.approx(np.mean([a == b for a, b in zip(fp32, int8)]), abs=1e-9)
+
+
+def test_fused_file_gives_the_same_answers(qa_artifact, tmp_path):
+    """optimize fuses the encoder (Attention, SkipLayerNormalization) and the fused file,
+    verified against PyTorch, answers as the plain one does."""
+    import shutil
+
+    art_dir = shutil.copytree(qa_artifact, tmp_path / "artifact")
+    name, fused, report = onnxport.optimize(art_dir)
+    assert report.verdict == "passed" and fused.get("Attention", 0) == 2
+    question = "When does the bus leave Bangalore?"
+    plain = onnxport.load(art_dir, model="fp32").answer(question, LONG_CONTEXT, top_k=3)
+    assert_same_answers(onnxport.load(art_dir, model="opt").answer(question, LONG_CONTEXT, top_k=3), plain)

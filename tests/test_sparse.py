@@ -170,3 +170,22 @@ def test_top_term_overlap_by_hand():
     a[1, [1, 2, 3]] = [3, 2, 1]
     b[1, [1, 2, 4]] = [3, 2, 1]
     assert top_term_overlap(a, b, k=10) == pytest.approx((1 + 2 / 3 + 1) / 3)
+
+
+def test_fused_and_int8_files_are_judged_on_sparse_vectors(splade, tmp_path):
+    """The fused file passes parity against PyTorch and gives the same vectors; the int8 file
+    is judged by cosine, neighbours and the overlap of heaviest terms (`top_term_overlap`,
+    checked by hand above), on the guard's texts and on held-out ones."""
+    import shutil
+
+    _, artifact = splade
+    art_dir = shutil.copytree(artifact, tmp_path / "artifact")
+    _, fused, report = onnxport.optimize(art_dir)
+    assert report.verdict == "passed" and fused.get("Attention", 0) == 2
+    fp32 = onnxport.load(art_dir, model="fp32").embed(TEXTS)
+    assert_same_vectors(onnxport.load(art_dir, model="opt").embed(TEXTS), fp32)
+    entry = onnxport.quantize(art_dir)
+    checks = {c["name"]: c for c in entry["verification"]["checks"]}
+    assert set(checks) == {"cosine to fp32", "top-10 neighbour overlap", "top-10 term overlap"}
+    held_out = entry["held_out_quality"]
+    assert 0 < held_out["top10_term_overlap"] <= 1
