@@ -361,7 +361,8 @@ def _padding_invariance(model: OnnxModel, encoder: TextEncoder, results, outputs
 
 
 def _embedding_check(model: OnnxModel, encoder: TextEncoder, texts: list[str], atol: float,
-                     reference: EmbeddingReference, prompt: str = "", output: str = "sentence_embedding") -> CheckResult:
+                     reference: EmbeddingReference, prompt: str = "",
+                     output: str = "sentence_embedding") -> CheckResult:
     # The reference applies the folder's default prompt itself; the pipelines put it before each text.
     expected = reference.encode(texts)
     prompted = [prompt + text for text in texts]

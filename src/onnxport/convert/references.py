@@ -4,8 +4,9 @@ verify/optimize entry points that pick the best one available.
 `TorchReference` runs the artifact's source model through the same wrapper the exporter
 traced (task head, pooling, Dense, normalize), so its outputs are exactly what the graph
 must produce. `SentenceTransformersReference` (and `SparseEncoderReference` for SPLADE) is
-an independent second opinion for sentence-transformers folders. `best_references` says which of them this environment can
-build and why not otherwise; without torch the checks fall back to model.onnx.
+an independent second opinion for sentence-transformers folders. `best_references` says
+which of them this environment can build and why not otherwise; without torch the checks
+fall back to model.onnx.
 """
 
 from __future__ import annotations

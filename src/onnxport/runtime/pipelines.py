@@ -573,7 +573,8 @@ class QuestionAnswerer(Pipeline):
         stride = min(window // 2, 128) if doc_stride is None else doc_stride
         if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < window:
             raise InputError(f"doc_stride must be a number of tokens from 0 to {window - 1}, not {stride!r}")
-        question_first = self.encoder.padding_side == "right"  # as transformers: the context goes where padding does not
+        # as transformers: the question first, unless the tokenizer pads on the left
+        question_first = self.encoder.padding_side == "right"
         windows = [self.encoder.question_windows(asked, given, max_length=window, stride=stride,
                                                  question_first=question_first)
                    for asked, given in zip(questions, contexts)]
@@ -606,8 +607,8 @@ class QuestionAnswerer(Pipeline):
     def rows(self, encodings, arrays, outputs) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per encoding: its (start logits, end logits) over its own tokens."""
         start, end = outputs["start_logits"], outputs["end_logits"]
-        return [(start[row, self.token_rows(start.shape[1], encoding)], end[row, self.token_rows(end.shape[1], encoding)])
-                for row, encoding in enumerate(encodings)]
+        return [(start[row, self.token_rows(start.shape[1], encoding)],
+                 end[row, self.token_rows(end.shape[1], encoding)]) for row, encoding in enumerate(encodings)]
 
 
 class FillMask(Pipeline):

@@ -576,7 +576,8 @@ def _steps(started: float | None = None):
 @click.option("--dimensions", type=click.IntRange(min=1),
               help="Keep the first N values of each vector, renormalized (Matryoshka models).")
 def embed(artifact, inputs, prompt_name, dimensions, **options):
-    """Sentence embeddings for texts (arguments, a file, or stdin).
+    """Sentence embeddings for texts (arguments, a file, or stdin): vectors, or a sparse
+    (SPLADE) artifact's indices and values.
 
     \b
     Example:

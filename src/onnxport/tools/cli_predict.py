@@ -89,9 +89,9 @@ def _fill_options(command):
 @_fill_options
 def fill_mask(artifact, inputs, output, text_field, id_field, skip_bad, batch_size, max_batch_tokens, model_kind,
               providers, threads, backend, top_k):
-    """The likeliest tokens for each mask token (e.g. [MASK]) of texts (arguments, a file, or
-    stdin), with a fill-mask artifact, as transformers' fill-mask pipeline gives them. One JSON
-    line per text: `masks`, a list per mask token of {score, token, token_str, sequence}.
+    """The likeliest tokens for every mask token ([MASK], <mask>) in texts (arguments, a file,
+    or stdin), with a fill-mask artifact, as transformers' fill-mask pipeline gives them. One
+    JSON line per text: `masks`, a list per mask token of {score, token, token_str, sequence}.
 
     \b
     onnxport fill-mask out/bert "Paris is the [MASK] of France." --top-k 3
