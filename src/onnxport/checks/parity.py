@@ -27,8 +27,8 @@ from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
-from .quality import (QUALITY_DEFAULTS, finite_rows, judged_inputs, judged_positions, length_order,
-                      quality_checks, row_cosines)
+from .quality import (QUALITY_DEFAULTS, finite_rows, judged_batches, judged_inputs, length_order, quality_checks,
+                      row_cosines)
 from .report import NOT_VERIFIED, CheckResult, ParityReport
 from .text_checks import checked_texts, unknown_token_problem
 
@@ -387,19 +387,16 @@ def _verify_quality(art: Artifact, model: OnnxModel, encoder: TextEncoder, texts
                     limits: dict[str, float], progress=None) -> ParityReport:
     say = progress or (lambda message: None)
     reference = OnnxReference(art)
-    got, expected, masks = [], [], []
+    got, expected = [], []
     shapes = []
     inputs, shown = judged_inputs(art.task, encoder, texts)
-    mask_id = encoder.special_token("mask_token")[1]
-    for start in range(0, len(inputs), 16):
-        items = inputs[start:start + 16]
-        arrays = encoder.encode_items(items)
+    batches, masks = judged_batches(art.task, encoder, inputs, 16)
+    for number, arrays in enumerate(batches, 1):
         shapes.append(list(arrays["input_ids"].shape))
-        say(f"verifying {model_file}: quality batch {start // 16 + 1}/{-(-len(inputs) // 16)} "
+        say(f"verifying {model_file}: quality batch {number}/{len(batches)} "
             f"(b{shapes[-1][0]} x {shapes[-1][1]} tokens)")
         got.append(model.run(arrays))
         expected.append(reference.run(arrays))
-        masks.append(judged_positions(art.task, encoder, items, arrays, mask_id))
     checks = quality_checks(art.task, art.outputs[0].name, got, expected, masks, shown, limits, art.labels)
     return ParityReport(model_file, "quality", reference.name, checks, len(texts), shapes,
                         unverified_reason=reference.unverified_reason)

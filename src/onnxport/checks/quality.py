@@ -70,23 +70,37 @@ def mask_words(texts: list[str], mask_token: str) -> list[str]:
     return masked
 
 
-def judged_positions(task: Task, encoder, items: list, arrays: dict[str, np.ndarray],
-                     mask_id: int | None = None) -> np.ndarray:
-    """[batch, tokens] booleans: the tokens a quality check compares. The real tokens, except
-    for a question answerer (the context's tokens, where answers can be) and a fill-mask model
-    (the mask tokens)."""
+def judged_positions(task: Task, encodings: list, arrays: dict[str, np.ndarray], mask_id: int | None = None,
+                     padding_side: str = "right") -> np.ndarray:
+    """[batch, tokens] booleans for `arrays` padded from `encodings`: the tokens a quality
+    check compares. The real tokens, except for a question answerer given (question, context)
+    pairs (the context's tokens, where answers can be) and a fill-mask model (the mask tokens)."""
     real = arrays["attention_mask"].astype(bool)
     if task is Task.FILL_MASK and mask_id is not None:
         return real & (arrays["input_ids"] == mask_id)
-    if task is not Task.QUESTION_ANSWERING or not items or not isinstance(items[0], tuple):
+    if task is not Task.QUESTION_ANSWERING or not encodings or encodings[0].n_sequences < 2:
         return real
     judged = np.zeros_like(real)
     width = real.shape[1]
-    for row, encoding in enumerate(encoder.tokenize_pairs(items)):
+    for row, encoding in enumerate(encodings):
         context = np.array([sequence == 1 for sequence in encoding.sequence_ids], dtype=bool)
-        start = width - len(context) if encoder.padding_side == "left" else 0
+        start = width - len(context) if padding_side == "left" else 0
         judged[row, start:start + len(context)] = context
     return judged
+
+
+def judged_batches(task: Task, encoder, inputs: list, size: int) -> tuple[list[dict[str, np.ndarray]],
+                                                                       list[np.ndarray]]:
+    """(input arrays, `judged_positions`) of `inputs` (texts or pairs) in runs of `size`,
+    each run tokenized once."""
+    mask_id = encoder.special_token("mask_token")[1]
+    batches, masks = [], []
+    for start in range(0, len(inputs), size):
+        part = inputs[start:start + size]
+        encodings = encoder.tokenize_pairs(part) if isinstance(part[0], tuple) else encoder.tokenize(part)
+        batches.append(encoder.pad(encodings))
+        masks.append(judged_positions(task, encodings, batches[-1], mask_id, encoder.padding_side))
+    return batches, masks
 
 
 def length_order(encoder, inputs: list) -> list[int]:

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import (QUALITY_DEFAULTS, judged_inputs, judged_positions, length_order, quality_checks,
+from ..checks.quality import (QUALITY_DEFAULTS, judged_batches, judged_inputs, length_order, quality_checks,
                               quality_inputs)
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
@@ -296,20 +296,14 @@ class _QualityProbe:
         self.limits = limits
         # texts, or (query, document) pairs; shortest first, so batches are little padding
         inputs, self.texts = judged_inputs(art.task, encoder, texts)
-        mask_id = encoder.special_token("mask_token")[1]
-        parts = [inputs[i:i + 16] for i in range(0, len(inputs), 16)]
-        self.batches = [encoder.encode_items(part) for part in parts]
-        # the tokens judged: real ones, a question's context, or a fill-mask model's masks
-        self.masks = [judged_positions(art.task, encoder, part, b, mask_id) for part, b in zip(parts, self.batches)]
+        # masks: the tokens judged (real ones, a question's context, or a fill-mask model's masks)
+        self.batches, self.masks = judged_batches(art.task, encoder, inputs, 16)
         self.reference = OnnxModel(art.model_path(MODEL_FILE))
         self.expected = [self.reference.run(b) for b in self.batches]
         # Ranking units needs only an order, so it reads every third input (a third of the
         # cost) in batches of 8, which pad sorted inputs less than 16 do.
         sample = inputs[::3] if len(inputs) >= 24 else inputs
-        parts = [sample[i:i + 8] for i in range(0, len(sample), 8)]
-        self.sample_batches = [encoder.encode_items(part) for part in parts]
-        self.sample_masks = [judged_positions(art.task, encoder, part, b, mask_id)
-                             for part, b in zip(parts, self.sample_batches)]
+        self.sample_batches, self.sample_masks = judged_batches(art.task, encoder, sample, 8)
 
     @cached_property
     def sample_expected(self) -> list[dict[str, np.ndarray]]:

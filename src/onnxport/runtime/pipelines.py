@@ -251,9 +251,14 @@ def check_dimensions(artifact: Artifact, dimensions: int | None) -> int | None:
     return width
 
 
+# The output whose last axis is the length of one vector, for the tasks that give vectors.
+_VECTOR_OUTPUTS = {Task.SENTENCE_EMBEDDING: "sentence_embedding", Task.FEATURE_EXTRACTION: "last_hidden_state",
+                   Task.SPARSE_EMBEDDING: "sparse_embedding"}
+
+
 def embedding_size(artifact: Artifact) -> int:
-    """Length of one sentence vector of a sentence-embedding or feature-extraction artifact."""
-    name = "sentence_embedding" if artifact.task is Task.SENTENCE_EMBEDDING else "last_hidden_state"
+    """Length of one vector of an embedding artifact (for sparse-embedding, the vocabulary size)."""
+    name = _VECTOR_OUTPUTS[artifact.task]
     return int(next(o for o in artifact.outputs if o.name == name).dims[-1])
 
 
@@ -331,7 +336,7 @@ class SparseEmbedder(PromptedPipeline):
     @cached_property
     def dimensions(self) -> int:
         """The vocabulary size: the length of one vector in dense form."""
-        return int(next(o for o in self.artifact.outputs if o.name == "sparse_embedding").dims[-1])
+        return embedding_size(self.artifact)
 
     @cached_property
     def max_active_dims(self) -> int | None:

@@ -76,8 +76,9 @@ class PipelineRunner:
         items = verb_inputs(self.pipeline, texts)
         mask_id = self.pipeline.encoder.special_token("mask_token")[1]
         result: list[Any] = [None] * len(items)
-        for indices, _, arrays, outputs in self.pipeline.run_encodings(self.pipeline.tokenize_items(items), 16, names):
-            judged = judged_positions(art.task, self.pipeline.encoder, [items[i] for i in indices], arrays, mask_id)
+        for indices, batch, arrays, outputs in self.pipeline.run_encodings(self.pipeline.tokenize_items(items), 16,
+                                                                           names):
+            judged = judged_positions(art.task, batch, arrays, mask_id, self.pipeline.encoder.padding_side)
             for row, index in enumerate(indices):
                 result[index] = {name: (outputs[name][row][judged[row]] if per_token else outputs[name][row])[None]
                                  for name in names}
