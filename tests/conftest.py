@@ -54,6 +54,24 @@ def save_tiny_model(folder: Path, model, tokenizer) -> Path:
     return folder
 
 
+def random_model_folder(folder: Path, model_class, tokenizer, *, seed: int, **config) -> Path:
+    """A tiny random `model_class` built from `tiny_bert_config(**config)` after
+    `torch.manual_seed(seed)`, saved to `folder` with `tokenizer`."""
+    import torch
+
+    torch.manual_seed(seed)
+    return save_tiny_model(folder, model_class(tiny_bert_config(**config)).eval(), tokenizer)
+
+
+def export_once(tmp_path_factory, folder: Path, name: str, **options) -> Path:
+    """`folder` exported to a fresh `<name>/artifact` (for fixtures that share one export)."""
+    import onnxport
+
+    out = tmp_path_factory.mktemp(name) / "artifact"
+    onnxport.export(folder, out=out, **options)
+    return out
+
+
 def tiny_bert_config(**overrides):
     from transformers import BertConfig
 
@@ -66,70 +84,53 @@ def tiny_bert_config(**overrides):
 @pytest.fixture(scope="session")
 def tiny_bert_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
     """A tiny random BertModel (with pooler) saved as a Hugging Face folder."""
-    import torch
     from transformers import BertModel
 
-    torch.manual_seed(0)
-    model = BertModel(tiny_bert_config()).eval()
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert"), model, wordpiece_tokenizer)
+    return random_model_folder(tmp_path_factory.mktemp("tiny-bert"), BertModel, wordpiece_tokenizer, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_token_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
-    import torch
     from transformers import BertForTokenClassification
 
-    torch.manual_seed(1)
     labels = ["O", "B-SRC", "I-SRC", "B-DEST", "I-DEST"]
-    config = tiny_bert_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                              label2id={label: i for i, label in enumerate(labels)})
-    model = BertForTokenClassification(config).eval()
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-ner"), model, wordpiece_tokenizer)
+    return random_model_folder(tmp_path_factory.mktemp("tiny-ner"), BertForTokenClassification, wordpiece_tokenizer,
+                               seed=1, **_label_config(labels))
 
 
 @pytest.fixture(scope="session")
 def tiny_sequence_classifier_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
     """A tiny random 3-label BertForSequenceClassification (negative, neutral, positive)."""
-    import torch
     from transformers import BertForSequenceClassification
 
-    torch.manual_seed(5)
     labels = ["negative", "neutral", "positive"]
-    config = tiny_bert_config(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                              label2id={label: i for i, label in enumerate(labels)})
-    model = BertForSequenceClassification(config).eval()
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-cls"), model, wordpiece_tokenizer)
+    return random_model_folder(tmp_path_factory.mktemp("tiny-cls"), BertForSequenceClassification, wordpiece_tokenizer,
+                               seed=5, **_label_config(labels))
+
+
+def _label_config(labels: list[str]) -> dict:
+    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)})
 
 
 @pytest.fixture(scope="session")
 def tiny_ner_artifact(tmp_path_factory, tiny_token_classifier_folder) -> Path:
     """The tiny random token classifier exported once per session (read it, do not change it)."""
-    import onnxport
-
-    out = tmp_path_factory.mktemp("tiny-ner-artifact") / "artifact"
-    onnxport.export(tiny_token_classifier_folder, out=out)
-    return out
+    return export_once(tmp_path_factory, tiny_token_classifier_folder, "tiny-ner-artifact")
 
 
 @pytest.fixture(scope="session")
 def tiny_embedding_artifact(tmp_path_factory, tiny_bert_folder) -> Path:
     """The tiny random BERT exported once per session as a mean-pooled, normalized sentence
     embedder (read it, do not change it; copy it to write into it)."""
-    import onnxport
-
-    out = tmp_path_factory.mktemp("tiny-embedding-artifact") / "artifact"
-    onnxport.export(tiny_bert_folder, out=out, task="sentence-embedding", pooling="mean", normalize=True)
-    return out
+    return export_once(tmp_path_factory, tiny_bert_folder, "tiny-embedding-artifact", task="sentence-embedding",
+                       pooling="mean", normalize=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_cls_artifact(tmp_path_factory, tiny_sequence_classifier_folder) -> Path:
     """The tiny random 3-label classifier exported once per session (read it, do not change it)."""
-    import onnxport
-
-    out = tmp_path_factory.mktemp("tiny-cls-artifact") / "artifact"
-    onnxport.export(tiny_sequence_classifier_folder, out=out)
-    return out
+    return export_once(tmp_path_factory, tiny_sequence_classifier_folder, "tiny-cls-artifact")
 
 
 @pytest.fixture(scope="session")

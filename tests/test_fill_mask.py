@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import onnxport
-from conftest import save_tiny_model, tiny_bert_config
+from conftest import export_once, random_model_folder
 from onnxport.checks.quality import QUALITY_DEFAULTS, quality_checks
 from onnxport.core.spec import Task
 from onnxport.errors import InputError
@@ -28,20 +28,16 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def mlm_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
-    import torch
     from transformers import BertForMaskedLM
 
-    torch.manual_seed(4)
     # Wider random weights than BERT's 0.02, so the best tokens are clear choices.
-    model = BertForMaskedLM(tiny_bert_config(initializer_range=0.2)).eval()
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-mlm"), model, wordpiece_tokenizer)
+    return random_model_folder(tmp_path_factory.mktemp("tiny-mlm"), BertForMaskedLM, wordpiece_tokenizer, seed=4,
+                               initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
 def mlm_artifact(tmp_path_factory, mlm_folder) -> Path:
-    out = tmp_path_factory.mktemp("mlm-artifact") / "artifact"
-    onnxport.export(mlm_folder, out=out)
-    return out
+    return export_once(tmp_path_factory, mlm_folder, "mlm-artifact")
 
 
 def _same(got, expected) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import onnxport
-from conftest import save_tiny_model, tiny_bert_config
+from conftest import export_once, random_model_folder
 from onnxport.checks.quality import QUALITY_DEFAULTS, quality_checks
 from onnxport.core.spec import Task
 from onnxport.errors import InputError
@@ -49,21 +49,17 @@ LONG_CONTEXT = " ".join(PARAGRAPHS * 2)
 @pytest.fixture(scope="module")
 def qa_folder(tmp_path_factory, wordpiece_tokenizer) -> Path:
     """A tiny random BertForQuestionAnswering (window of 64 tokens)."""
-    import torch
     from transformers import BertForQuestionAnswering
 
-    torch.manual_seed(3)
     # Wider random weights than BERT's 0.02: span scores that differ (not near-ties), so the
     # best answer is a clear choice for both runtimes.
-    model = BertForQuestionAnswering(tiny_bert_config(initializer_range=0.2)).eval()
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-qa"), model, wordpiece_tokenizer)
+    return random_model_folder(tmp_path_factory.mktemp("tiny-qa"), BertForQuestionAnswering, wordpiece_tokenizer,
+                               seed=3, initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
 def qa_artifact(tmp_path_factory, qa_folder) -> Path:
-    out = tmp_path_factory.mktemp("qa-artifact") / "artifact"
-    onnxport.export(qa_folder, out=out)
-    return out
+    return export_once(tmp_path_factory, qa_folder, "qa-artifact")
 
 
 @pytest.fixture(scope="module")
