@@ -4,6 +4,7 @@ missing PyTorch source, Ctrl-C, and bad input. Tiny models and a dozen texts kee
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import re
 import shutil
@@ -142,24 +143,24 @@ class Sleepy:
         return self.runner.outputs(texts)
 
 
-def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece_tokenizer, monkeypatch):
+def test_a_contender_made_slower_shows_up_slower(tiny_artifact, texts, wordpiece_tokenizer):
     from onnxport import Artifact
 
-    # sentence-transformers' onnx backend needs optimum; hidden here whether or not it is installed.
-    monkeypatch.setitem(sys.modules, "optimum", None)
-    monkeypatch.setitem(sys.modules, "optimum.onnxruntime", None)
     art = Artifact(tiny_artifact)
     fp32 = bench.onnx_contender(art, "fp32", threads=1)
-    slow = dataclasses.replace(fp32, name="slow fp32", load=lambda: Sleepy(fp32.load(), 0.01), cold_start=None)
+    slow = dataclasses.replace(fp32, name="slow fp32", load=lambda: Sleepy(fp32.load(), 0.01), program=None)
     report = bench.measure(art, texts=texts, settings=FAST, extra_contenders=[slow],
                            against=["sentence-transformers"])
     by_name = {c["name"]: c for c in report["contenders"]}
-    assert list(by_name) == ["pytorch", "onnx fp32", "sentence-transformers", "sentence-transformers onnx",
-                             "slow fp32"]
+    assert list(by_name) == ["pytorch", "onnx fp32", "sentence-transformers", "slow fp32"]
+    # Each built-in contender ran in a worker process of its own, in this interpreter's environment.
+    for name in ("pytorch", "onnx fp32", "sentence-transformers"):
+        assert by_name[name]["runs_in"]["python"] == sys.executable, by_name[name]
+    assert by_name["onnx fp32"]["runs_in"]["detail"] == "onnxruntime, model.onnx"
+    assert by_name["sentence-transformers"]["runs_in"]["versions"]["sentence-transformers"] == \
+        importlib.metadata.version("sentence-transformers")
+    assert "runs_in" not in by_name["slow fp32"]  # an in-process runner
     assert by_name["sentence-transformers"]["available"], by_name["sentence-transformers"]["reason"]
-    st_onnx = by_name["sentence-transformers onnx"]  # without optimum: unavailable, and says why
-    assert not st_onnx["available"] and "requires installing Optimum" in st_onnx["reason"], st_onnx["reason"]
-    assert all(row["runs"] == 0 for row in st_onnx["throughput"]) and st_onnx["quality"] is None
     # SentenceTransformer(folder) mean-pools this plain BERT folder, as the artifact does.
     assert by_name["sentence-transformers"]["quality"]["metrics"]["mean_cosine"] > 0.9999
     assert all(row["texts_per_s"] > 0 for row in by_name["sentence-transformers"]["throughput"])
@@ -274,7 +275,7 @@ def test_ctrl_c_keeps_what_was_measured(tiny_artifact, texts, tmp_path):
     fp32 = bench.onnx_contender(art, "fp32", threads=1)
     # 2 warm-up passes (one per batch size), then 2 timed passes: interrupted in the second repeat.
     breaker = dataclasses.replace(fp32, name="breaker", load=lambda: InterruptedAfter(fp32.load(), 4),
-                                  cold_start=None)
+                                  program=None)
     report = bench.measure(art, texts=texts, settings=FAST, extra_contenders=[breaker])
     assert report["partial"] is True and report["interrupted_during"].startswith("throughput breaker")
     by_name = {c["name"]: c for c in report["contenders"]}

@@ -685,14 +685,25 @@ def _bench_batch_sizes(ctx, param, value):
         raise click.BadParameter(str(error)) from None
 
 
+def _bench_against(ctx, param, value):
+    from .bench import parse_against
+
+    try:
+        return parse_against(value)
+    except InputError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--texts", type=click.Path(path_type=Path),
               help="Texts file (one per line or JSONL) [default: built-in length mix, seeded].")
 @click.option("--batch-sizes", callback=_bench_batch_sizes, metavar="1,8,32",
               help="Comma-separated batch sizes [default: 1,8,32; with --quick 1,32].")
-@click.option("--against", multiple=True, type=click.Choice(["sentence-transformers"]),
-              help="Also measure SentenceTransformer.encode (embedding artifacts).")
+@click.option("--against", multiple=True, callback=_bench_against, metavar="NAME[,NAME...]",
+              help="Also measure, each in its own process: sentence-transformers, st-onnx, st-onnx-int8, "
+                   "st-openvino, fastembed (embedding artifacts; all but the first run in venvs built once "
+                   "from PyPI, docs/bench.md).")
 @click.option("-o", "--out", "report_dir", type=click.Path(path_type=Path), default=Path("bench-report"),
               show_default=True, help="Directory for report.md, report.json and chart.png.")
 @click.option("--quick", is_flag=True, help="40 texts, 2 timed passes, batch sizes 1,32 (docs/bench.md: timings).")

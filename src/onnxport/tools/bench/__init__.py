@@ -1,18 +1,22 @@
-"""Benchmark an artifact side by side: its model files, the PyTorch source, sentence-transformers.
+"""Benchmark an artifact side by side: its model files, the PyTorch source, and with --against
+sentence-transformers (torch, onnx, onnx int8, OpenVINO backends) and fastembed.
 
-Every contender runs in this process on the same texts with the same thread count, through
-the same pipeline code (tokenize, length-sorted batches, run, restore order) where it can.
+Every contender runs in a process of its own, on the same texts with the same thread count;
+onnxport's files and PyTorch through the same pipeline code (tokenize, length-sorted batches,
+run, restore order), the others through their own `encode`/`embed`. Contenders that need
+other library versions run in side environments the bench builds once.
 Measured per contender: throughput per batch size (median of repeated runs after warm-up,
 with min/max), latency percentiles at batch 1, cold start and peak RSS (in a fresh
 interpreter), file size, and quality against the PyTorch reference with verify's metrics.
 Contenders take turns within each repeat so a noisy, shared CPU slows all of them alike;
 speed-up is a ratio to the reference measured in the same run.
 
-Runtime side: torch is imported only by the PyTorch and sentence-transformers contenders.
-Ctrl-C keeps what was measured; the report says it is partial.
+This process imports neither torch nor the contenders' libraries. Ctrl-C keeps what was
+measured; the report says it is partial.
 
-Modules, each building only on those before it: `cold_start` (fresh-interpreter scripts),
-`contenders` (what is measured, and how it loads), `chart` (the PNG), `report` (the report's
+Modules, each building only on those before it: `scripts` (each contender as a program),
+`side_envs` (the venvs), `workers` (a contender in its own process), `cold_start` (fresh
+interpreters), `contenders` (what is measured, and how it loads), `chart` (the PNG), `report` (the report's
 structure, summary numbers, markdown, terminal tables, files), `measurement` (settings and
 the measuring run). This package holds `bench`, what the command does, and re-exports.
 """
@@ -26,22 +30,33 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ...core.artifact import Artifact
+from ...errors import InputError
 from ..textio import read_texts
 from .chart import CHART_SIZE, draw_chart, quality_text
 from .cold_start import measure_cold_start
-from .contenders import (AGAINST, EMBEDDING_TASKS, Contender, PipelineRunner, Runner, SentenceTransformerRunner,
-                         artifact_contenders, onnx_contender, sentence_transformers_contenders, torch_contender)
+from .contenders import (AGAINST, EMBEDDING_TASKS, Contender, PipelineRunner, Program, Runner, against_contender,
+                         artifact_contenders, onnx_contender, program_contender, torch_contender)
 from .measurement import Settings, measure, parse_batch_sizes
 from .report import (SUMMARY_COLUMNS, prepare_report_dir, print_report, summary_rows, throughput_columns,
                      throughput_rows, to_markdown, write_reports)
 
 __all__ = [
-    "AGAINST", "CHART_SIZE", "EMBEDDING_TASKS", "SUMMARY_COLUMNS", "Contender", "PipelineRunner", "Runner",
-    "SentenceTransformerRunner", "Settings", "artifact_contenders", "bench", "draw_chart", "live_progress",
-    "measure", "measure_cold_start", "onnx_contender", "parse_batch_sizes", "prepare_report_dir", "print_report",
-    "quality_text", "sentence_transformers_contenders", "summary_rows", "throughput_columns", "throughput_rows",
+    "AGAINST", "CHART_SIZE", "EMBEDDING_TASKS", "SUMMARY_COLUMNS", "Contender", "PipelineRunner", "Program", "Runner",
+    "Settings", "against_contender", "artifact_contenders", "bench", "draw_chart", "live_progress", "measure",
+    "measure_cold_start", "onnx_contender", "parse_against", "parse_batch_sizes", "prepare_report_dir",
+    "print_report", "program_contender", "quality_text", "summary_rows", "throughput_columns", "throughput_rows",
     "to_markdown", "torch_contender", "write_reports",
 ]
+
+
+def parse_against(values: Sequence[str]) -> tuple[str, ...]:
+    """--against values, each one name or several separated by commas, in order, once each."""
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in AGAINST]
+    if unknown:
+        raise InputError(f"unknown --against {', '.join(repr(n) for n in unknown)}; choose from {', '.join(AGAINST)} "
+                         "(several separated by commas)")
+    return tuple(dict.fromkeys(names))
 
 
 def bench(artifact: str | Path, *, report_dir: str | Path, texts_file: str | Path | None = None,

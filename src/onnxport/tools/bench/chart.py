@@ -68,7 +68,11 @@ def draw_chart(report: dict) -> bytes:
             if row["speedup"] is not None:  # above the whisker, so it is never hidden
                 left.annotate(f"{row['speedup']:.1f}x", (xi, value + top), ha="center", va="bottom", fontsize=7,
                               xytext=(0, 2), textcoords="offset points")
-    left.set_xticks(np.arange(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=8)
+    # Long names (sentence-transformers, st-onnx-int8) would run into each other: break them
+    # at a space or after the first dash, and tilt them when there are many.
+    labels = [n.replace(" ", "\n", 1) if " " in n else n.replace("-", "-\n", 1) for n in names]
+    left.set_xticks(np.arange(len(names)), labels, fontsize=8, rotation=30 if len(names) > 6 else 0,
+                    ha="right" if len(names) > 6 else "center")
     left.set_ylabel("texts / s (median, min–max)")
     left.set_title(f"Throughput per batch size (labels: speed-up vs {report['baseline'] or '–'})", fontsize=10)
     left.legend(fontsize=8)

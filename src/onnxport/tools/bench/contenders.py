@@ -1,34 +1,41 @@
-"""The contenders: what bench measures, and how each one loads and runs here.
+"""The contenders: what bench measures, and how each one loads and runs.
 
 A Contender is a name, a loader (which may fail: the contender is then reported unavailable
-with the reason) and a script for the fresh-interpreter cold start. Loaded, it is a Runner.
-torch is imported only when the PyTorch or sentence-transformers contenders load; they get
-the bench's thread count, and torch's own is restored after the run.
+with the reason) and, for the built-in ones, a Program: a script (scripts.py) run in a
+process of its own (workers.py), by this interpreter or by a side environment's
+(side_envs.py); the fresh-interpreter cold start runs the same script. Loaded, it is a
+Runner. Nothing here imports torch: PyTorch and sentence-transformers run in their workers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
+import importlib.util
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ...checks.quality import judged_positions
-from ...convert.references import open_torch_pipeline
 from ...core.artifact import Artifact
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
 from ...core.spec import SEQUENCE_AXIS, Task
 from ...errors import InputError
-from ...runtime.pipelines import load
+from ...graph.quantizer import detect_isa
 from ..workloads import run_task, verb_inputs
-from .cold_start import _COLD_ONNX, _COLD_ST, _COLD_TORCH
+from . import scripts
+from .side_envs import SIDE_ENV_PACKAGES, ensure_env, env_python
+from .workers import ProcessRunner
 
-AGAINST = ("sentence-transformers",)
+# What --against can name. sentence-transformers runs with its torch backend in this
+# environment; its onnx backend (fp32, and int8 with its preset for this CPU), its OpenVINO
+# backend and fastembed need other versions and run in side environments.
+AGAINST = ("sentence-transformers", "st-onnx", "st-onnx-int8", "st-openvino", "fastembed")
+_ST_BACKENDS = {"sentence-transformers": "torch", "st-onnx": "onnx", "st-onnx-int8": "onnx-int8",
+                "st-openvino": "openvino"}
 EMBEDDING_TASKS = (Task.SENTENCE_EMBEDDING, Task.FEATURE_EXTRACTION)
+_THIS_ENV_PACKAGES = ("onnxport", "onnxruntime", "torch", "transformers", "sentence-transformers")
 
 
 class Runner(Protocol):
@@ -42,19 +49,44 @@ class Runner(Protocol):
 
 
 @dataclasses.dataclass
+class Program:
+    """A contender as a script (scripts.py) with its `args`, run by this interpreter or, with
+    `env`, by that side environment's python (side_envs.SIDE_ENVS)."""
+
+    script: str
+    args: dict
+    env: str | None = None
+
+    def python(self) -> str:
+        return str(env_python(self.env)) if self.env else sys.executable
+
+    def start(self) -> ProcessRunner:
+        """Its worker, loading (the side environment is built first when missing): the bench
+        starts every worker, then waits for each (`wait_ready`), so they load at once."""
+        python = ensure_env(self.env) if self.env else None
+        packages = SIDE_ENV_PACKAGES[self.env] if self.env else _THIS_ENV_PACKAGES
+        return ProcessRunner(self.script, {**self.args, "packages": list(packages)}, python, wait=False)
+
+
+@dataclasses.dataclass
 class Contender:
-    """Something to measure: how to load it here, and a script that loads it in a fresh
-    interpreter (for cold start and memory; None: not measured). `load` may raise: the
-    contender is then reported unavailable with the error as the reason."""
+    """Something to measure: how to load it, and the Program it runs (None: an in-process
+    loader, with no cold start measured). `load` may raise: the contender is then reported
+    unavailable with the error as the reason."""
 
     name: str
     kind: str
     load: Callable[[], Runner]
     file: str | None = None
     size_bytes: int | None = None
-    cold_start: dict | None = None  # {"script": python source, "args": {...}}
+    program: Program | None = None
     unavailable: str | None = None
     verified: bool | None = None
+
+
+def program_contender(name: str, kind: str, program: Program, **fields) -> Contender:
+    """A contender that runs `program` in a worker of its own, and in the cold start."""
+    return Contender(name, kind, program.start, program=program, **fields)
 
 
 class PipelineRunner:
@@ -85,41 +117,6 @@ class PipelineRunner:
         return result
 
 
-class SentenceTransformerRunner:
-    """SentenceTransformer.encode as a contender (embedding artifacts)."""
-
-    def __init__(self, model, output: str) -> None:
-        self.model = model
-        self.output = output
-
-    def run(self, texts: list[str], batch_size: int) -> Any:
-        return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-
-    def outputs(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
-        return [{self.output: vector[None]} for vector in self.run(texts, 16)]
-
-
-# ---------------------------------------------------------------- thread handling
-
-_ORIGINAL_TORCH_THREADS: list[int] = []
-
-
-def _torch_threads(threads: int) -> None:
-    """Same intra-op thread count as the ONNX sessions; the old value is restored after the run."""
-    import torch
-
-    if not _ORIGINAL_TORCH_THREADS:
-        _ORIGINAL_TORCH_THREADS.append(torch.get_num_threads())
-    torch.set_num_threads(threads)
-
-
-def _restore_torch_threads() -> None:
-    if _ORIGINAL_TORCH_THREADS and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(_ORIGINAL_TORCH_THREADS.pop())
-
-
-# ---------------------------------------------------------------- contenders
-
 def _weights_size(folder: Path) -> int | None:
     if not folder.is_dir():
         return None
@@ -128,23 +125,21 @@ def _weights_size(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in files) or None
 
 
+# ---------------------------------------------------------------- contenders
+
 def torch_contender(art: Artifact, *, threads: int) -> Contender:
     """The artifact's source model in PyTorch, through the same pipeline (backend='torch')."""
     source = art.manifest.get("source", {}).get("path")
-
-    def load_torch() -> Runner:
-        runner = PipelineRunner(open_torch_pipeline(art))  # a missing torch or source raises with a hint
-        _torch_threads(threads)
-        return runner
-
     reason = None
     if not source:
         reason = "the artifact came from an in-memory module, so there is no PyTorch model to load"
     elif not Path(source).exists():
         reason = f"the source model {source} is gone (moved or deleted since the export)"
-    return Contender("pytorch", "pytorch", load_torch, file=source, unavailable=reason,
-                     size_bytes=_weights_size(Path(source)) if source else None,
-                     cold_start={"script": _COLD_TORCH, "args": {"artifact": str(art.path), "threads": threads}})
+    elif importlib.util.find_spec("torch") is None:
+        reason = "torch is not installed here: pip install \"onnxport[torch]\""
+    program = Program(scripts.PIPELINE, {"artifact": str(art.path), "backend": "torch", "threads": threads})
+    return program_contender("pytorch", "pytorch", program, file=source, unavailable=reason,
+                             size_bytes=_weights_size(Path(source)) if source else None)
 
 
 def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequence[str] | None = None) -> Contender:
@@ -153,51 +148,57 @@ def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequenc
     entry = art.files.get(name, {})
     size = entry.get("size_bytes") or ((art.path / name).stat().st_size if (art.path / name).exists() else None)
     verified = {"passed": True, "failed": False}.get(art.verdict(name))  # "not verified": None
-    return Contender(
-        f"onnx {entry.get('kind', kind)}", "onnx",
-        lambda: PipelineRunner(load(art, model=kind, threads=threads, providers=providers)),
-        file=name, size_bytes=size, verified=verified,
-        cold_start={"script": _COLD_ONNX, "args": {"artifact": str(art.path), "model": kind, "threads": threads,
-                                                   "providers": list(providers) if providers else None}})
+    args = {"artifact": str(art.path), "backend": "onnx", "model": kind, "threads": threads,
+            "providers": list(providers) if providers else None}
+    return program_contender(f"onnx {entry.get('kind', kind)}", "onnx", Program(scripts.PIPELINE, args), file=name,
+                             size_bytes=size, verified=verified)
 
 
-def sentence_transformers_contenders(art: Artifact, *, threads: int) -> list[Contender]:
-    """SentenceTransformer(source).encode with its torch backend, and its onnx backend when it
-    can be built here (it needs optimum, and no download)."""
+def against_contender(art: Artifact, name: str, *, threads: int, scratch: Path) -> Contender:
+    """One of AGAINST: a sentence-transformers backend or fastembed, on the artifact's source
+    (fastembed: on the artifact's model.onnx). `scratch` holds what a contender saves (the
+    sentence-transformers exports), for this run only."""
+    if name not in AGAINST:
+        raise InputError(f"unknown --against '{name}'; choose from {', '.join(AGAINST)}")
     source = art.manifest.get("source", {}).get("path")
-    names = ("sentence-transformers", "sentence-transformers onnx")
-    reason = None
-    if art.task not in EMBEDDING_TASKS:
-        reason = f"sentence-transformers compares embedding artifacts; this one is {art.task.value}"
-    elif not source:
-        reason = "the artifact came from an in-memory module; there is no folder to load"
-    elif not Path(source).exists():
-        reason = f"the source model {source} is gone"
-    if reason:
-        return [Contender(name, "sentence-transformers", _unavailable_loader(reason), unavailable=reason)
-                for name in names]
     output = art.outputs[0].name
+    reason = _against_reason(art, name, source)
+    if name == "fastembed":
+        program = Program(scripts.FASTEMBED, {"artifact": str(art.path), "model_file": MODEL_FILES["fp32"],
+                                              "output": output, "dim": art.outputs[0].dims[-1], "threads": threads},
+                          env="fastembed")
+        return program_contender(name, "fastembed", program, file=MODEL_FILES["fp32"], unavailable=reason,
+                                 size_bytes=(art.path / MODEL_FILES["fp32"]).stat().st_size)
+    backend = _ST_BACKENDS[name]
+    args = {"source": source, "backend": backend, "output": output, "threads": threads,
+            "workdir": str(scratch / name), "preset": quantization_preset()}
+    program = Program(scripts.SENTENCE_TRANSFORMERS, args, env=None if backend == "torch" else "optimum")
+    return program_contender(name, "sentence-transformers", program, file=source, unavailable=reason,
+                             size_bytes=_weights_size(Path(source)) if source and backend == "torch" else None)
 
-    def load_st(backend: str) -> Runner:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise InputError("sentence-transformers is not installed: pip install \"onnxport[sentence-transformers]\"") \
-                from None
-        _torch_threads(threads)
-        if backend == "torch":
-            return SentenceTransformerRunner(SentenceTransformer(source, device="cpu"), output)
-        # Offline only: no hub look-up, and a failure (no optimum, no onnx/ folder) is a reason, not a crash.
-        with _offline():
-            model = SentenceTransformer(source, device="cpu", backend="onnx", local_files_only=True,
-                                        model_kwargs={"provider": "CPUExecutionProvider"})
-        return SentenceTransformerRunner(model, output)
 
-    size = _weights_size(Path(source))
-    args = {"source": source, "threads": threads}
-    return [Contender(names[0], "sentence-transformers", lambda: load_st("torch"), file=source, size_bytes=size,
-                      cold_start={"script": _COLD_ST, "args": args}),
-            Contender(names[1], "sentence-transformers", lambda: load_st("onnx"), file=source)]
+def _against_reason(art: Artifact, name: str, source: str | None) -> str | None:
+    """Why `name` cannot run on this artifact (None: it can)."""
+    if art.task not in EMBEDDING_TASKS:
+        return f"{name} compares embedding artifacts; this one is {art.task.value}"
+    if name == "fastembed":  # it runs the artifact's own graph, not the source
+        if art.task is not Task.SENTENCE_EMBEDDING:
+            return "fastembed runs a graph with a pooled output; export with --task sentence-embedding"
+        return None
+    if not source:
+        return "the artifact came from an in-memory module; there is no folder to load"
+    if not Path(source).exists():
+        return f"the source model {source} is gone"
+    if name == "sentence-transformers" and importlib.util.find_spec("sentence_transformers") is None:
+        return "sentence-transformers is not installed: pip install \"onnxport[sentence-transformers]\""
+    return None
+
+
+def quantization_preset() -> str:
+    """sentence-transformers' dynamic int8 preset for this CPU: the int8 instruction set the
+    quantizer detects (no preset of theirs is older than avx2)."""
+    isa = detect_isa()
+    return "avx2" if isa == "generic" else isa
 
 
 def _unavailable_loader(reason: str) -> Callable[[], Runner]:
@@ -207,21 +208,8 @@ def _unavailable_loader(reason: str) -> Callable[[], Runner]:
     return fail
 
 
-@contextlib.contextmanager
-def _offline() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({k: "1" for k in saved})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def artifact_contenders(art: Artifact, *, threads: int, against: Sequence[str] = ()) -> list[Contender]:
+def artifact_contenders(art: Artifact, *, threads: int, against: Sequence[str] = (),
+                        scratch: Path | None = None) -> list[Contender]:
     """PyTorch, every model file the artifact has, then what `against` names."""
     import onnxruntime as ort
 
@@ -237,8 +225,8 @@ def artifact_contenders(art: Artifact, *, threads: int, against: Sequence[str] =
                                         unavailable=reason))
             continue
         contenders.append(onnx_contender(art, kind, threads=threads, providers=["cuda"] if kind == "fp16" else None))
-    for other in against:
-        if other != "sentence-transformers":
-            raise InputError(f"unknown --against '{other}'; choose {', '.join(AGAINST)}")
-        contenders += sentence_transformers_contenders(art, threads=threads)
+    for name in dict.fromkeys(against):
+        if scratch is None:
+            raise ValueError("contenders from --against need a scratch folder")
+        contenders.append(against_contender(art, name, threads=threads, scratch=scratch))
     return contenders

@@ -13,6 +13,8 @@ import dataclasses
 import gc
 import os
 import platform
+import shutil
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +30,7 @@ from ...errors import InputError
 from ...runtime.session import default_threads
 from ...runtime.tokenization import TextEncoder
 from .cold_start import measure_cold_start
-from .contenders import EMBEDDING_TASKS, Contender, Runner, _restore_torch_threads, artifact_contenders
+from .contenders import EMBEDDING_TASKS, Contender, Runner, artifact_contenders
 from .report import _mark_unavailable, _new_report, _new_result, _summarize
 
 _CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
@@ -96,10 +98,20 @@ def measure(artifact: str | Path | Artifact, *, texts: Sequence[str] | None = No
         corpus = list(texts)
     if not corpus:
         raise InputError("the benchmark needs at least one text")
-    contenders = artifact_contenders(art, threads=threads, against=against) + list(extra_contenders)
-    names = [c.name for c in contenders]
-    if len(set(names)) != len(names):
-        raise InputError(f"contender names must be unique: {', '.join(names)}")
+    scratch = Path(tempfile.mkdtemp(prefix="onnxport-bench-"))  # what contenders save, for this run only
+    try:
+        contenders = artifact_contenders(art, threads=threads, against=against, scratch=scratch) \
+            + list(extra_contenders)
+        names = [c.name for c in contenders]
+        if len(set(names)) != len(names):
+            raise InputError(f"contender names must be unique: {', '.join(names)}")
+        return _measure(art, settings, contenders, corpus, threads, texts_source, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(art: Artifact, settings: Settings, contenders: list[Contender], corpus: list[str], threads: int,
+             texts_source: str | None, progress: Callable[..., None] | None) -> dict:
     run = _Run(art, settings, contenders, corpus, progress)
     report = _new_report(art, settings.recorded(threads, len(corpus)), machine_facts(), corpus, run.tokens,
                          run.truncated, texts_source)
@@ -115,8 +127,7 @@ def measure(artifact: str | Path | Artifact, *, texts: Sequence[str] | None = No
         report["partial"] = True
         report["interrupted_during"] = run.current
     finally:
-        run.loaded.clear()
-        _restore_torch_threads()
+        run.unload()
     report["seconds"] = round(time.perf_counter() - started, 1)
     if hasattr(os, "getloadavg"):
         report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -168,13 +179,18 @@ class _Run:
                 self.loaded[contender.name] = contender.load()
             except Exception as error:  # a contender that cannot load is reported, not fatal
                 _mark_unavailable(self.results[contender.name], error)
+        for name, runner in list(self.loaded.items()):  # workers load side by side; wait for each
+            if hasattr(runner, "wait_ready"):
+                if self._guarded(name, lambda r: r.wait_ready() or True, "loading"):
+                    self.results[name]["runs_in"] = {"python": runner.python, "detail": runner.detail,
+                                                     "versions": runner.versions}
         onnx = [c.name for c in self.contenders if c.kind == "onnx" and c.name in self.loaded]
         self.reference = "pytorch" if "pytorch" in self.loaded else next(iter(onnx + list(self.loaded)), None)
         if self.reference is None:
             raise InputError("nothing could be loaded: " + "; ".join(
                 f"{r['name']}: {r['reason']}" for r in self.results.values()))
         s, n = self.settings, len(self.loaded)
-        cold = sum(1 for c in self.contenders if c.cold_start and c.name in self.loaded) if s.cold_start else 0
+        cold = sum(1 for c in self.contenders if c.program and c.name in self.loaded) if s.cold_start else 0
         self.step(None, total=len(self.contenders) + n * (1 + bool(s.warmup)) + s.repeats * n * len(s.batch_sizes)
                   + len(self.latency_chunks) * n + cold)
 
@@ -204,9 +220,10 @@ class _Run:
         for repeat in range(self.settings.repeats):
             gc.collect()
             for name in list(self.loaded):
+                self._collect(name)
                 for batch_size in self.settings.batch_sizes:
                     self.step(f"throughput {name} at batch {batch_size} ({repeat + 1}/{self.settings.repeats})")
-                    elapsed = self._timed(name, lambda r: r.run(self.corpus, batch_size))
+                    elapsed = self._timed(name, self.corpus, batch_size)
                     if elapsed is not None:
                         self.seconds[(name, batch_size)].append(elapsed)
 
@@ -214,9 +231,10 @@ class _Run:
         for chunk in self.latency_chunks:
             gc.collect()
             for name in list(self.loaded):
+                self._collect(name)
                 self.step(f"latency {name}")
                 for text in chunk:
-                    elapsed = self._timed(name, lambda r: r.run([text], 1))
+                    elapsed = self._timed(name, [text], 1)
                     if elapsed is None:
                         break
                     self.latencies[name].append(elapsed)
@@ -224,14 +242,24 @@ class _Run:
     def cold_starts(self) -> None:
         if not self.settings.cold_start:
             return
-        measured = [c for c in self.contenders if c.cold_start and c.name in self.loaded]
-        self.loaded.clear()  # free this process's memory before the fresh ones start
+        measured = [c for c in self.contenders if c.program and c.name in self.loaded]
+        self.unload()  # free the memory of this process and the workers before the fresh ones start
         gc.collect()
         order = sorted(range(len(self.corpus)), key=lambda i: -self.tokens[i])
         longest = [self.corpus[i] for i in order[: self.settings.rss_batch or max(self.settings.batch_sizes)]]
         for contender in measured:
             self.step(f"cold start {contender.name}")
-            self.results[contender.name]["cold_start"] = measure_cold_start(contender, self.corpus[0], longest)
+            self.results[contender.name]["cold_start"] = measure_cold_start(contender.program, self.corpus[0], longest)
+
+    def unload(self) -> None:
+        """Close every loaded contender (workers exit), keeping what was measured."""
+        while self.loaded:
+            _close(self.loaded.popitem()[1])
+
+    def _collect(self, name: str) -> None:
+        """Garbage collection in a worker between passes, as gc.collect() here does for in-process runners."""
+        if hasattr(self.loaded.get(name), "collect"):
+            self._guarded(name, lambda r: r.collect(), "timing")
 
     def _guarded(self, name: str, work: Callable[[Runner], Any], what: str) -> Any:
         """Run `work` on a loaded contender; an error drops the contender, with the reason."""
@@ -242,25 +270,35 @@ class _Run:
             return work(runner)
         except Exception as error:
             _mark_unavailable(self.results[name], error, during=what)
-            self.loaded.pop(name, None)
+            _close(self.loaded.pop(name, None))
             return None
 
-    def _timed(self, name: str, work: Callable[[Runner], Any]) -> float | None:
-        """Seconds `work` takes on a loaded contender (None when it is not loaded or fails)."""
-        if name not in self.loaded:
+    def _timed(self, name: str, texts: list[str], batch_size: int) -> float | None:
+        """Seconds one `run` takes on a loaded contender (None when it is not loaded or fails).
+        A worker times the call itself (`timed_run`), so the pipe to it is not counted."""
+        runner = self.loaded.get(name)
+        if runner is None:
             return None
+        if hasattr(runner, "timed_run"):
+            return self._guarded(name, lambda r: r.timed_run(texts, batch_size), "timing")
         # As timeit does: no garbage collection inside the timed region (it runs between
         # passes instead; one per call would cost more than a tiny model's call itself).
         enabled = gc.isenabled()
         gc.disable()
         try:
             started = time.perf_counter()
-            self._guarded(name, work, "timing")
+            self._guarded(name, lambda r: r.run(texts, batch_size), "timing")
             elapsed = time.perf_counter() - started
         finally:
             if enabled:
                 gc.enable()
         return elapsed if name in self.loaded else None
+
+
+def _close(runner: Runner | None) -> None:
+    close = getattr(runner, "close", None)
+    if close:
+        close()
 
 
 def _quality(art: Artifact, reference: str, name: str, got: list[dict], expected: list[dict],

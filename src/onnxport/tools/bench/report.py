@@ -174,7 +174,9 @@ def _intro(report: dict) -> list[str]:
         f"Texts: {t['count']} from {t['source']}; {t['tokens_min']}–{t['tokens_max']} tokens (mean "
         f"{t['tokens_mean']}), {t['truncated']} truncated at {t['max_length']}. Tokens counted by the artifact's "
         "tokenizer for every contender.",
-        f"Every contender uses {s['threads']} thread{'s' if s['threads'] != 1 else ''}. After an untimed quality "
+        f"Every contender uses {s['threads']} thread{'s' if s['threads'] != 1 else ''}"
+        + (", each in a process of its own" if any(r.get("runs_in") for r in report["contenders"]) else "")
+        + ". After an untimed quality "
         f"pass over all texts and {s['warmup']} warm-up pass(es) per batch size, {s['repeats']} timed passes over "
         "all texts per batch size (median, with min–max), contenders taking turns within each pass; latency from "
         f"{s['latency_samples']} single-text calls.",
@@ -186,6 +188,12 @@ def _intro(report: dict) -> list[str]:
     lines.append("Cold start: import + load + first result in a fresh interpreter; peak RSS of that process "
                  f"after one more batch of the {s.get('rss_batch') or max(s['batch_sizes'])} longest texts.")
     return lines
+
+
+def runs_in_text(runs_in: dict) -> str:
+    """'OpenVINO, inference precision f32; sentence-transformers 5.7.0, ... (python /venv/bin/python)'."""
+    versions = ", ".join(f"{k} {v}" for k, v in (runs_in.get("versions") or {}).items() if v)
+    return "; ".join(part for part in (runs_in.get("detail"), versions, f"`{runs_in['python']}`") if part)
 
 
 def to_markdown(report: dict) -> str:
@@ -200,6 +208,10 @@ def to_markdown(report: dict) -> str:
         alignment = ["---" if i == 0 or column == "quality" else "---:" for i, column in enumerate(columns)]
         lines += [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "|".join(alignment) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows] + [""]
+    ran = [r for r in report["contenders"] if r.get("runs_in")]
+    if ran:
+        lines += ["## What each contender ran", ""] + [f"- **{r['name']}**: {runs_in_text(r['runs_in'])}" for r in ran]
+        lines += [""]
     unavailable = [r for r in report["contenders"] if not r["available"]]
     if unavailable:
         lines += ["## Not measured", ""] + [f"- **{r['name']}**: {r['reason']}" for r in unavailable] + [""]
