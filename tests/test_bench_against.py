@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnxport.tools import bench
 from onnxport.tools.bench import side_envs
 from onnxport.tools.cli import main
-from onnxport.graph.quantizer import detect_isa
+from onnxport.core.cpus import detect_isa
 
 from conftest import export_once
 

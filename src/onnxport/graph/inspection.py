@@ -15,6 +15,7 @@ from ..core.artifact import MANIFEST, Artifact
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
 from ..errors import ArtifactError
+from ..runtime.model_choice import auto_choice
 from . import opsets
 from .onnx_files import FUSED_DOMAIN, external_data_files, load_onnx
 
@@ -123,6 +124,11 @@ def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
             "size_bytes": entry.get("size_bytes"),
         }
     spec = artifact.spec
+    try:
+        picked = auto_choice(artifact)
+        auto = {"file": picked.file, "reason": picked.reason, "skipped": [list(item) for item in picked.skipped]}
+    except ArtifactError as error:  # nothing verified left to run
+        auto = {"file": None, "reason": first_line(error), "skipped": []}
     return {
         "artifact": {
             "path": str(path),
@@ -134,6 +140,7 @@ def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
             "source": artifact.manifest.get("source"),
             "min_onnxruntime": artifact.manifest.get("min_onnxruntime"),
             "files": files,
+            "auto": auto,  # what load(model="auto") runs on this machine, and why
         },
         "model": describe_model(artifact.model_path(MODEL_FILE)),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import platform
 import re
 import tempfile
 import time
@@ -31,6 +30,7 @@ from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
 from ..core.files import file_facts
 from ..core.model_files import INT8_FILE, MODEL_FILE, OPT_FILE
+from ..core.cpus import cpu_name, detect_isa
 from ..core.sample_texts import builtin_texts, held_out_texts
 from ..core.spec import Task
 from ..errors import InputError
@@ -44,24 +44,6 @@ ISAS = ("avx512_vnni", "avx512", "avx2", "arm64", "generic")
 QUANTIZED_OPS = {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "QAttention", "QLinearMatMul",
                  "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
 _LAYER = re.compile(r"layers?[./_](\d+)")
-
-
-def detect_isa() -> str:
-    """The best int8 instruction set this CPU has, from /proc/cpuinfo (Linux) or the machine name."""
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
-        return "arm64"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "generic"
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
-        return "avx512_vnni"
-    if "avx512f" in flags or "avx512bw" in flags:
-        return "avx512"
-    if "avx2" in flags:
-        return "avx2"
-    return "generic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +213,7 @@ def quantize(
         seconds = time.perf_counter() - started
         carry_over_file(art, source_name, INT8_FILE)  # quantized nodes keep their PyTorch module tags
     say(f"measuring the speed-up of {INT8_FILE} over {source_name}")
-    speedup = _speedup(source_path, target, encoder, texts)
+    speedup, timed_seconds = _speedup(source_path, target, encoder, texts)
     float_units = excluded_units + excluded
     kept = user_float | {node for unit in excluded for node in units[unit]}
     partly_float = [unit for unit, nodes in units.items() if unit not in float_units and kept.intersection(nodes)]
@@ -243,6 +225,8 @@ def quantize(
         "quantized_units": len(units) - len(float_units) - len(partly_float),
         "sensitivity": {k: float(f"{v:.4g}") for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
         "attempts": history, "quality": quality, "targets": limits, "speedup_vs_source": speedup,
+        # quality and speed-up hold for this CPU; `load(model="auto")` reads them with this
+        "measured_on": {"cpu": cpu_name(), "isa": detect_isa()}, "speedup_timed_seconds": timed_seconds,
         "seconds": round(seconds, 1), "verification": None, **file_facts([target]),
     }
     held_out = held_out_texts(min(len(texts), 96), texts)  # as many as the guard's, up to 96
@@ -391,8 +375,10 @@ def _fewest_float_units(most: int, passes, say=lambda message: None) -> int:
     return passed
 
 
-def _speedup(source: Path, quantized: Path, encoder: TextEncoder, texts: list[str], repeats: int = 3) -> float:
-    """Throughput ratio int8 / source on every other text, measured now in this process."""
+def _speedup(source: Path, quantized: Path, encoder: TextEncoder, texts: list[str],
+             repeats: int = 3) -> tuple[float, float]:
+    """Throughput ratio int8 / source on every other text, measured now in this process, and
+    the seconds the source's best pass took (a ratio of milliseconds is mostly noise)."""
     texts = texts[::2] if len(texts) >= 32 else texts
     order = length_order(encoder, texts)  # batched as the pipelines batch: by length
     batches = [encoder.encode([texts[i] for i in order[start:start + 32]]) for start in range(0, len(texts), 32)]
@@ -408,4 +394,5 @@ def _speedup(source: Path, quantized: Path, encoder: TextEncoder, texts: list[st
             best = min(best, time.perf_counter() - started)
         return best
 
-    return round(seconds(source) / seconds(quantized), 3)
+    source_seconds = seconds(source)
+    return round(source_seconds / seconds(quantized), 3), round(source_seconds, 4)

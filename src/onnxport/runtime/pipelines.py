@@ -22,12 +22,13 @@ from ..core.arguments import (choice, is_one_pair, optional_positive_int, positi
                               texts_or_pairs)
 from ..core.artifact import FAILED, MODIFIED, Artifact
 from ..core.messages import notice
-from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE
+from ..core.model_files import MODEL_CHOICES, MODEL_FILE
 from ..core.spec import Task
 from ..errors import ArtifactError, InputError, NotForThisTask
 from .answers import SpanOptions, best_answers
 from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
+from .model_choice import ModelChoice, auto_choice
 from .session import OnnxModel
 from .tokenization import TextEncoder
 from .vectors import shorten
@@ -47,24 +48,20 @@ VERB_TASKS = {
 
 
 def choose_model_file(artifact: Artifact, model: str) -> str:
-    """'auto': verified int8, else verified opt, else fp32. Otherwise the named file."""
+    """'auto': the file `model_choice.auto_choice` picks for this machine. Otherwise the named file."""
+    return model_choice(artifact, model).file
+
+
+def model_choice(artifact: Artifact, model: str) -> ModelChoice:
+    """The file to run for `model` ('auto' or a MODEL_CHOICES name), and why."""
     if model == "auto":
-        for kind in AUTO_PREFERENCE:
-            name = MODEL_CHOICES[kind]
-            if (artifact.path / name).exists() and artifact.verified(name):
-                return name
-        if artifact.verdict(MODEL_FILE) == MODIFIED:  # never a silent pick of a changed file
-            raise ArtifactError(
-                f"{artifact.path / MODEL_FILE} was modified since it was verified and the artifact has no other "
-                f"verified model file; re-judge it with `onnxport verify {artifact.path}`, restore it, or load it "
-                "anyway with model='fp32'")
-        return MODEL_FILE
+        return auto_choice(artifact)
     choice(model, "model", ["auto", *MODEL_CHOICES])
     name = MODEL_CHOICES[model]
     if not (artifact.path / name).exists():
         hint = "onnxport quantize" if model == "int8" else "onnxport optimize"
         raise ArtifactError(f"{artifact.path} has no {name}; create it with `{hint} {artifact.path}` or use model='auto'")
-    return name
+    return ModelChoice(name, f"asked for (model={model!r})")
 
 
 def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
@@ -85,7 +82,8 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     if runner is not None:
         return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate,
                    max_batch_tokens=max_batch_tokens)
-    model_file = choose_model_file(art, model)
+    picked = model_choice(art, model)
+    model_file = picked.file
     verdict = art.verdict(model_file)
     if verdict == FAILED:
         warnings.warn(f"{model_file} in {art.path} FAILED verification; its outputs may be wrong "
@@ -97,9 +95,11 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
     art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
     notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
-           f"on {', '.join(runner.session.get_providers())}")
-    return cls(art, runner, model_file=model_file, backend=backend, truncate=truncate,
-               max_batch_tokens=max_batch_tokens)
+           f"on {', '.join(runner.session.get_providers())}: {picked.describe()}")
+    pipeline = cls(art, runner, model_file=model_file, backend=backend, truncate=truncate,
+                   max_batch_tokens=max_batch_tokens)
+    pipeline.choice = picked
+    return pipeline
 
 
 class Pipeline:
@@ -111,6 +111,8 @@ class Pipeline:
         self.max_batch_tokens = optional_positive_int(max_batch_tokens, "max_batch_tokens")
         self.runner = runner
         self.model_file = model_file
+        # which file load() picked and why (None: a runner passed in, or the torch backend)
+        self.choice: ModelChoice | None = None
         self.backend = backend
         self.truncate = truncate
         self.encoder = TextEncoder.for_artifact(artifact)

@@ -157,6 +157,10 @@ def print_inspection(info: dict) -> None:
             elif entry.get("integrity") == "modified" and entry["verdict"] == "not verified":
                 line += " [red](modified since written)[/]"
             stdout.print(f"  {name} ({entry['kind']}): {line}")
+        auto = art.get("auto")
+        if auto:
+            stdout.print(f"model='auto' here: {escape(auto['file'] or 'nothing')} ({escape(auto['reason'])})"
+                         + "".join(f"; passed over {escape(n)}: {escape(why)}" for n, why in auto["skipped"]))
     model = info["model"]
     grid = table(f"{model['path']}", "", "name", "dtype", "dims")
     for kind in ("inputs", "outputs"):

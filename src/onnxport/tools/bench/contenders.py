@@ -19,10 +19,10 @@ import numpy as np
 
 from ...checks.quality import judged_positions
 from ...core.artifact import Artifact
+from ...core.cpus import detect_isa
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
 from ...core.spec import SEQUENCE_AXIS, Task
 from ...errors import InputError
-from ...graph.quantizer import detect_isa
 from ..workloads import run_task, verb_inputs
 from . import scripts
 from .side_envs import SIDE_ENV_PACKAGES, ensure_env, env_python

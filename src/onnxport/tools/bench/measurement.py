@@ -24,6 +24,7 @@ import numpy as np
 
 from ...checks.quality import QUALITY_DEFAULTS, quality_checks
 from ...core.artifact import Artifact
+from ...core.cpus import cpu_flags, cpu_name
 from ...core.sample_texts import length_mix_texts
 from ...core.spec import Task
 from ...errors import InputError
@@ -326,14 +327,7 @@ def _quality(art: Artifact, reference: str, name: str, got: list[dict], expected
 
 def machine_facts() -> dict:
     """The CPU (name, usable count, ISA flags), load and package versions a figure was measured with."""
-    cpu, flags = None, set()
-    with contextlib.suppress(OSError):  # Linux; elsewhere the platform's processor name
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu is None:
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    cpu = cpu or platform.processor() or platform.machine()
+    flags = cpu_flags()
     versions = {}
     for package in ("onnxport", "onnxruntime", "torch", "transformers", "sentence-transformers", "numpy"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -341,7 +335,6 @@ def machine_facts() -> dict:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     # A shared machine's load changes every number; the report says what it was.
     load_average = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": affinity, "load_average": load_average,
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "usable_cpus": affinity, "load_average": load_average,
             "cpu_flags": [f for f in _CPU_FLAGS if f in flags], "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions}
-
