@@ -134,6 +134,8 @@ def verify(
     allow_pickle: bool = False,
     record: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "onnxruntime",
+    precision: str | None = None,
 ) -> ParityReport:
     """Check one model file of an artifact and record the report in its manifest.
 
@@ -147,12 +149,17 @@ def verify(
     stays); True always replaces the verdict, False writes nothing. On a read-only artifact
     nothing is written; `report.recorded` says where the report went. `progress` is called
     with one line per step (each batch of the shape matrix, each check phase).
+
+    `engine="openvino"` judges model.onnx run by OpenVINO, `precision` "f32" (against PyTorch,
+    else onnxruntime) or "bf16" (by quality against model.onnx, on CPUs with bf16), and
+    records that verdict for that engine alone (`load(engine="openvino")` reads it).
     """
     _check_path(artifact, "verify")
     from .convert.references import verify as run
 
     return run(artifact, model_file=model_file, reference=reference, texts=texts, atol=atol,
-               thresholds=thresholds, allow_pickle=allow_pickle, record=record, progress=progress)
+               thresholds=thresholds, allow_pickle=allow_pickle, record=record, progress=progress,
+               engine=engine, precision=precision)
 
 
 def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
@@ -176,6 +183,8 @@ def load(
     truncate: bool = True,
     allow_pickle: bool = False,
     max_batch_tokens: int | None = _DEFAULT_BATCH_TOKENS,
+    engine: str = "onnxruntime",
+    precision: str | None = None,
 ) -> Pipeline:
     """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier,
     Reranker, QuestionAnswerer, FillMask or SparseEmbedder.
@@ -185,6 +194,8 @@ def load(
     (needs onnxport[export]; `allow_pickle` lets pickle weights load there).
     `max_batch_tokens`: at most this many padded tokens (rows x longest) per model run, besides
     the verbs' `batch_size` rows; None: rows only. See docs/performance.md.
+    `engine="openvino"` runs model.onnx with OpenVINO (onnxport[openvino]) in `precision`
+    "f32" or "bf16" (CPUs with AMX / AVX512-BF16); it warns unless `verify(engine=...)` passed.
     """
     _check_path(artifact, "load")
     if backend == "torch":
@@ -197,7 +208,7 @@ def load(
     from .runtime.pipelines import load as run
 
     return run(artifact, model=model, providers=providers, threads=threads, truncate=truncate,
-               max_batch_tokens=max_batch_tokens)
+               max_batch_tokens=max_batch_tokens, engine=engine, precision=precision)
 
 
 def optimize(

@@ -19,12 +19,14 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..core.arguments import limits as limits_arg
-from ..core.artifact import FAILED, PASSED, Artifact
+from ..core.artifact import FAILED, PASSED, Artifact, engine_key
+from ..core.cpus import cpu_name, detect_isa
 from ..core.messages import first_line, short
 from ..core.model_files import MODEL_FILE, QUALITY_KINDS
 from ..core.sample_texts import builtin_texts
 from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import InputError
+from ..runtime.openvino_model import OpenVinoModel, openvino_version
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
 from .quality import (QUALITY_DEFAULTS, finite_rows, judged_batches, judged_inputs, length_order, quality_checks,
@@ -91,6 +93,8 @@ def verify(
     record: bool | None = None,
     own_reference: bool = False,
     progress: Callable[[str], None] | None = None,
+    engine: str = "onnxruntime",
+    precision: str | None = None,
 ) -> ParityReport:
     """Verify one model file of an artifact and record the report in its manifest.
 
@@ -105,6 +109,10 @@ def verify(
     makes it the verdict, False writes nothing. A report that is "not verified" never
     replaces a recorded verdict that had a reference. `report.recorded` says what happened.
     `progress` gets a line per step (each batch of the shape matrix, then each check phase).
+
+    `engine="openvino"` judges model.onnx run by OpenVINO (`precision` f32: like model.onnx,
+    against `reference` or else onnxruntime on model.onnx; bf16: by quality against
+    model.onnx, like int8) and records the verdict for that engine and precision alone.
     """
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     if not isinstance(atol, (int, float)) or not atol >= 0:
@@ -113,10 +121,14 @@ def verify(
     default_run = texts is None and atol == DEFAULT_ATOL and not thresholds and not own_reference
     texts = builtin_texts() if texts is None else checked_texts(texts)
     encoder = TextEncoder.for_artifact(art)
-    model = OnnxModel(art.model_path(model_file))
+    model = engine_model(art, model_file, engine, precision)
     art.check_graph_io(model_file, list(model.input_types), model.output_names)
     kind = art.files.get(model_file, {}).get("kind", "fp32")
-    if kind in QUALITY_KINDS:
+    if engine == "openvino" and model.precision == "bf16":
+        kind = "bf16"  # reduced precision: judged by quality, like int8
+    elif engine == "openvino" and reference is None:
+        reference = OnnxReference(art)  # the same file on onnxruntime
+    if kind in QUALITY_KINDS or kind == "bf16":
         limits = {**QUALITY_DEFAULTS, **(thresholds or {})}
         report = _verify_quality(art, model, encoder, texts, model_file, limits, progress)
     else:
@@ -128,8 +140,47 @@ def verify(
     if problem:
         report.unverified_reason = "; ".join(filter(None, [problem, report.unverified_reason]))
     report.skipped[:0] = list(notes)
-    report.recorded = record_report(art, model_file, report, record=record, default_run=default_run)
+    if engine == "openvino":
+        report.engine = model.describe()
+        report.recorded = record_engine_report(art, engine_key(engine, model.precision), report, record=record,
+                                               default_run=default_run, facts=engine_facts(model))
+    else:
+        report.recorded = record_report(art, model_file, report, record=record, default_run=default_run)
     return report
+
+
+ENGINE_NAMES = ("onnxruntime", "openvino")
+
+
+def engine_model(art: Artifact, model_file: str, engine: str, precision: str | None):
+    """The runner verify judges: onnxruntime on `model_file`, or OpenVINO on model.onnx."""
+    if engine not in ENGINE_NAMES:
+        raise InputError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {engine!r}")
+    if engine == "onnxruntime":
+        if precision is not None:
+            raise InputError("precision goes with engine='openvino'; onnxruntime's precision is the model file's "
+                             "(model.int8.onnx, model.fp16.onnx)")
+        return OnnxModel(art.model_path(model_file))
+    if model_file != MODEL_FILE:
+        raise InputError(f"OpenVINO runs {MODEL_FILE} only: {model_file} holds onnxruntime's own operators")
+    return OpenVinoModel(art.model_path(MODEL_FILE), precision=precision or "f32")
+
+
+def engine_facts(model) -> dict:
+    """What an engine verdict was measured with: the engine, precision, version and CPU."""
+    return {"engine": "openvino", "precision": model.precision, "version": openvino_version(),
+            "measured_on": {"cpu": cpu_name(), "isa": detect_isa()}}
+
+
+def record_engine_report(art: Artifact, key: str, report: ParityReport, *, record: bool | None,
+                         default_run: bool, facts: dict) -> str:
+    """As `record_report`, for model.onnx on another engine: a default run (or record=True)
+    becomes that engine's verdict, unless it has no reference and replaces one that had."""
+    if record is False or (record is None and not default_run):
+        return "not recorded"
+    if report.verdict == NOT_VERIFIED and art.engine_verdict(key) in (PASSED, FAILED):
+        return "not recorded"
+    return "verdict" if art.record_engine_verification(key, report.to_dict(), facts) else "read-only"
 
 
 def record_report(art: Artifact, model_file: str, report: ParityReport, *, record: bool | None,

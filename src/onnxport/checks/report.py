@@ -51,6 +51,8 @@ class ParityReport:
     unverified_reason: str | None = None
     # Where verify put it in the manifest: "verdict", "beside", "not recorded", "read-only".
     recorded: str | None = dataclasses.field(default=None, compare=False)
+    # The engine that ran the file, when not onnxruntime: "OpenVINO 2026.4.1 CPU, bf16".
+    engine: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -80,6 +82,7 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {
             "model_file": self.model_file,
+            **({"engine": self.engine} if self.engine else {}),
             "verdict": self.verdict,
             "passed": self.passed,
             "mode": self.mode,

@@ -128,17 +128,22 @@ def _sentence_transformers_reference(art: Artifact, notes: list[str]):
 def verify(artifact: str | Path | Artifact, *, model_file: str = MODEL_FILE, reference: str | Path | None = None,
            texts: Sequence[str] | None = None, atol: float = DEFAULT_ATOL, thresholds: dict[str, float] | None = None,
            allow_pickle: bool = False, record: bool | None = None,
-           progress: Callable[[str], None] | None = None) -> ParityReport:
-    """Verify one model file against the best reference available (see `best_references`)."""
+           progress: Callable[[str], None] | None = None, engine: str = "onnxruntime",
+           precision: str | None = None) -> ParityReport:
+    """Verify one model file against the best reference available (see `best_references`);
+    with `engine="openvino"`, model.onnx run by OpenVINO (`checks.parity.verify`)."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     art.model_path(model_file)  # a missing file is the user's error, before any model loads
-    if progress and art.files.get(model_file, {}).get("kind", "fp32") not in QUALITY_KINDS:
-        progress(f"loading the reference for {model_file} (PyTorch where installed)")
-    torch_reference, embedding_reference, notes = best_references(art, model_file, source=reference,
-                                                                  allow_pickle=allow_pickle)
+    by_quality = art.files.get(model_file, {}).get("kind", "fp32") in QUALITY_KINDS or precision == "bf16"
+    torch_reference, embedding_reference, notes = None, None, []
+    if not by_quality:  # judged against model.onnx, whatever is installed
+        if progress:
+            progress(f"loading the reference for {model_file} (PyTorch where installed)")
+        torch_reference, embedding_reference, notes = best_references(art, model_file, source=reference,
+                                                                      allow_pickle=allow_pickle)
     return check(art, model_file=model_file, reference=torch_reference, embedding_reference=embedding_reference,
                  texts=texts, atol=atol, thresholds=thresholds, notes=notes, record=record,
-                 own_reference=reference is not None, progress=progress)
+                 own_reference=reference is not None, progress=progress, engine=engine, precision=precision)
 
 
 def optimize(artifact: str | Path | Artifact, *, level: str = "fused", verify: bool = True,

@@ -33,6 +33,13 @@ MODIFIED = "modified since verified"
 INTACT, CHANGED, MISSING, UNRECORDED = "intact", "modified", "missing", "unrecorded"
 # Reports of verify runs with their own options, kept beside the verdict (newest last).
 EXTRA_VERIFICATIONS, KEEP_EXTRA = "extra_verifications", 5
+# model.onnx run by another engine ("openvino-f32", "openvino-bf16") has a verdict of its
+# own, kept in model.onnx's entry under this key with the sha256 of the bytes it judged.
+ENGINES = "engines"
+
+
+def engine_key(engine: str, precision: str) -> str:
+    return f"{engine}-{precision}"
 
 
 class Artifact:
@@ -191,6 +198,27 @@ class Artifact:
         extra = self.files.setdefault(name, {}).setdefault(EXTRA_VERIFICATIONS, [])
         extra.append(report)
         del extra[:-KEEP_EXTRA]
+        return self.save()
+
+    def engine_entry(self, key: str) -> dict:
+        """What was recorded about model.onnx on engine `key` ({} when nothing)."""
+        return self.files.get(MODEL_FILE, {}).get(ENGINES, {}).get(key) or {}
+
+    def engine_verdict(self, key: str) -> str:
+        """The verdict of model.onnx on engine `key` ('openvino-bf16'): as recorded, or
+        MODIFIED when model.onnx is no longer the file that was judged."""
+        entry = self.engine_entry(key)
+        recorded = verdict_of(entry.get("verification"))
+        if recorded in (PASSED, FAILED) and (self.integrity(MODEL_FILE) == CHANGED
+                                             or entry.get("sha256") != self.files.get(MODEL_FILE, {}).get("sha256")):
+            return MODIFIED
+        return recorded
+
+    def record_engine_verification(self, key: str, report: dict, facts: dict) -> bool:
+        """Make `report` the verdict of model.onnx on engine `key`, with `facts` (engine,
+        precision, version, the CPU it ran on). False when the artifact is read-only."""
+        engines = self.files.setdefault(MODEL_FILE, {}).setdefault(ENGINES, {})
+        engines[key] = {**facts, "verification": report, "sha256": self.files[MODEL_FILE].get("sha256")}
         return self.save()
 
     def save(self) -> bool:

@@ -11,7 +11,7 @@ import collections
 from pathlib import Path
 from typing import Any
 
-from ..core.artifact import MANIFEST, Artifact
+from ..core.artifact import ENGINES, MANIFEST, Artifact
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
 from ..errors import ArtifactError
@@ -123,6 +123,10 @@ def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
             "integrity": integrity,
             "size_bytes": entry.get("size_bytes"),
         }
+        if entry.get(ENGINES):  # model.onnx judged on other engines: each verdict and the CPU it ran on
+            files[name]["engines"] = {key: {"verdict": artifact.engine_verdict(key),
+                                            "cpu": (value.get("measured_on") or {}).get("cpu")}
+                                      for key, value in entry[ENGINES].items()}
     spec = artifact.spec
     try:
         picked = auto_choice(artifact)

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.artifact import FAILED, MODIFIED, PASSED, Artifact
+from ..core.artifact import FAILED, MODIFIED, PASSED, Artifact, engine_key
 from ..core.cpus import cpu_name, detect_isa
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE, QUALITY_KINDS
-from ..errors import ArtifactError
+from ..errors import ArtifactError, InputError
 
 # CPUs whose int8 kernels can saturate on weights quantized to the full 8 bits.
 _SATURATING_ISAS = ("avx2", "avx512", "generic")
@@ -114,3 +114,17 @@ def _metrics(measured: dict) -> str:
     """'mean cosine 0.9955, min cosine 0.9817' from a quality summary's numbers."""
     return ", ".join(f"{key.replace('_', ' ')} {value:.4f}" for key, value in measured.items()
                      if isinstance(value, float))
+
+
+def engine_choice(artifact: Artifact, model: str, engine: str, precision: str) -> ModelChoice:
+    """model.onnx on another engine: the only file it runs, and what its verdict there says."""
+    if model not in ("auto", "fp32"):
+        raise InputError(f"{engine} runs {MODEL_FILE} only (the other files hold onnxruntime's own operators); "
+                         f"use model='auto' or 'fp32' with engine={engine!r}")
+    key = engine_key(engine, precision)
+    verdict, entry = artifact.engine_verdict(key), artifact.engine_entry(key)
+    where = (entry.get("measured_on") or {}).get("cpu")
+    if verdict == PASSED:
+        on = "this CPU" if where == cpu_name() else (where or "another machine")
+        return ModelChoice(MODEL_FILE, f"asked for ({engine} {precision}), verified on {on}")
+    return ModelChoice(MODEL_FILE, f"asked for ({engine} {precision}), {verdict} on it")

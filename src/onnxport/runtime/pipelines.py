@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.arguments import (choice, is_one_pair, optional_positive_int, positive_int, string_list, text_list,
                               texts_or_pairs)
-from ..core.artifact import FAILED, MODIFIED, Artifact
+from ..core.artifact import FAILED, MODIFIED, PASSED, Artifact, engine_key
 from ..core.messages import notice
 from ..core.model_files import MODEL_CHOICES, MODEL_FILE
 from ..core.spec import Task
@@ -28,7 +28,8 @@ from ..errors import ArtifactError, InputError, NotForThisTask
 from .answers import SpanOptions, best_answers
 from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
-from .model_choice import ModelChoice, auto_choice
+from .model_choice import ModelChoice, auto_choice, engine_choice
+from .openvino_model import OpenVinoModel
 from .session import OnnxModel
 from .tokenization import TextEncoder
 from .vectors import shorten
@@ -66,12 +67,15 @@ def model_choice(artifact: Artifact, model: str) -> ModelChoice:
 
 def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
          threads: int | None = None, truncate: bool = True, runner: Any = None,
-         backend: str = "onnx", max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> "Pipeline":
+         backend: str = "onnx", max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS, engine: str = "onnxruntime",
+         precision: str | None = None) -> "Pipeline":
     """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier).
 
     `runner` replaces the onnxruntime session (it must take and give the graph's arrays);
     `backend` is only its name in reprs and logs. `max_batch_tokens` caps the padded tokens
-    (rows x longest) of one model run, None: rows only (see `runtime.batching`)."""
+    (rows x longest) of one model run, None: rows only (see `runtime.batching`).
+    `engine="openvino"` runs model.onnx with OpenVINO in `precision` f32 or bf16 (the
+    `openvino` extra; see `runtime.openvino_model`)."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     threads = optional_positive_int(threads, "threads")
     providers = string_list(providers, "providers") if providers is not None else None
@@ -82,24 +86,54 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     if runner is not None:
         return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate,
                    max_batch_tokens=max_batch_tokens)
-    picked = model_choice(art, model)
-    model_file = picked.file
-    verdict = art.verdict(model_file)
+    if engine != "onnxruntime":
+        runner, picked = _other_engine(art, model, engine, precision, providers, threads)
+        model_file, verdict = picked.file, art.engine_verdict(engine_key(engine, runner.precision))
+        where = runner.describe()
+    else:
+        if precision is not None:
+            raise InputError("precision goes with engine='openvino'; with onnxruntime, pick the file: model='int8', "
+                             "'fp16', 'opt' or 'fp32'")
+        picked = model_choice(art, model)
+        model_file = picked.file
+        verdict = art.verdict(model_file)
+        _warn_about(art, model_file, verdict)
+        runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
+        where = ", ".join(runner.session.get_providers())
+    art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
+    notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
+           f"on {where}: {picked.describe()}")
+    pipeline = cls(art, runner, model_file=model_file, backend=engine if engine != "onnxruntime" else backend,
+                   truncate=truncate, max_batch_tokens=max_batch_tokens)
+    pipeline.choice = picked
+    return pipeline
+
+
+def _warn_about(art: Artifact, model_file: str, verdict: str) -> None:
     if verdict == FAILED:
         warnings.warn(f"{model_file} in {art.path} FAILED verification; its outputs may be wrong "
-                      f"(see `onnxport verify {art.path}`)", stacklevel=2)
+                      f"(see `onnxport verify {art.path}`)", stacklevel=3)
     elif verdict == MODIFIED:
         warnings.warn(f"{model_file} in {art.path} was modified since it was verified, so its verdict no longer "
                       f"applies; re-judge it with `onnxport verify {art.path} --model-file {model_file}`",
-                      stacklevel=2)
-    runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)
-    art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
-    notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
-           f"on {', '.join(runner.session.get_providers())}: {picked.describe()}")
-    pipeline = cls(art, runner, model_file=model_file, backend=backend, truncate=truncate,
-                   max_batch_tokens=max_batch_tokens)
-    pipeline.choice = picked
-    return pipeline
+                      stacklevel=3)
+
+
+def _other_engine(art: Artifact, model: str, engine: str, precision: str | None, providers, threads):
+    """(runner, choice) for model.onnx on OpenVINO; a warning unless that engine and precision
+    passed verification for these bytes."""
+    if engine != "openvino":
+        raise InputError(f"engine must be 'onnxruntime' or 'openvino', not {engine!r}")
+    if providers is not None:
+        raise InputError("providers are onnxruntime's; OpenVINO runs on the CPU here")
+    picked = engine_choice(art, model, engine, precision or "f32")
+    runner = OpenVinoModel(art.path / MODEL_FILE, precision=precision or "f32", threads=threads)
+    verdict = art.engine_verdict(engine_key(engine, runner.precision))
+    if verdict != PASSED:
+        warnings.warn(f"{MODEL_FILE} in {art.path} has no passing verdict on {runner.describe()} ({verdict}); "
+                      f"judge it with `onnxport verify {art.path} --engine openvino --precision {runner.precision}`",
+                      stacklevel=3)
+    return runner, picked
 
 
 class Pipeline:

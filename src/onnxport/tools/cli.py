@@ -228,13 +228,21 @@ def _optimize_and_quantize(artifact, quantize_after: bool, verify: bool, texts, 
 @click.option("--record", is_flag=True,
               help="Make this report the file's verdict even with --texts/--atol/--reference "
                    "[default: such runs are kept beside the export's verdict].")
+@click.option("--engine", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True,
+              help="Run model.onnx with OpenVINO instead (onnxport[openvino]); its verdict is kept for that engine.")
+@click.option("--precision", type=click.Choice(["f32", "bf16"]),
+              help="With --engine openvino: f32 (judged like model.onnx) or bf16 (by quality; CPUs with "
+                   "AMX / AVX512-BF16) [default: f32].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(artifact, model_file, reference, texts, atol, allow_pickle, record, as_json):
+def verify(artifact, model_file, reference, texts, atol, allow_pickle, record, engine, precision, as_json):
     """Check an artifact against PyTorch (fp32) or its fp32 model (int8/fp16); exit 1 on a mismatch
     or when there is nothing to compare with."""
+    if precision and engine != "openvino":
+        raise click.UsageError("--precision goes with --engine openvino")
     report = onnxport.verify(artifact, model_file=model_file, reference=reference,
                              texts=read_texts(texts) if texts else None, atol=atol, allow_pickle=allow_pickle,
-                             record=True if record else None, progress=_steps())
+                             record=True if record else None, progress=_steps(), engine=engine,
+                             precision=precision)
     data = report.to_dict()
     if as_json:
         stdout.print_json(json.dumps(data))

@@ -106,7 +106,8 @@ def print_summary(artifact) -> None:
 
 def print_report(report: dict) -> None:
     """One verification report: every check, what was skipped, and the verdict."""
-    grid = table(f"{report['model_file']}: {report['mode']} against {report['reference']}",
+    engine = f" on {report['engine']}" if report.get("engine") else ""
+    grid = table(f"{report['model_file']}{engine}: {report['mode']} against {report['reference']}",
                    "check", "output", "measured", "limit", "result", "worst input")
     for check in report["checks"]:
         measured = ", ".join(f"{k}={v:.3g}" for k, v in check["measured"].items())
@@ -135,6 +136,9 @@ def print_recorded(recorded: str | None, model_file: str) -> None:
                       "tolerance or reference); pass --record to make it the verdict[/]")
     elif recorded == "read-only":
         console.print("[yellow]note:[/] the artifact is read-only, so this report was not recorded")
+    elif recorded == "not recorded":
+        console.print("[dim]not recorded (this run used its own texts, tolerance or reference, or had nothing to "
+                      "compare with); pass --record to make it the verdict[/]")
 
 
 def print_inspection(info: dict) -> None:
@@ -157,6 +161,9 @@ def print_inspection(info: dict) -> None:
             elif entry.get("integrity") == "modified" and entry["verdict"] == "not verified":
                 line += " [red](modified since written)[/]"
             stdout.print(f"  {name} ({entry['kind']}): {line}")
+            for key, engine in (entry.get("engines") or {}).items():
+                where = f" on {engine['cpu']}" if engine.get("cpu") else ""
+                stdout.print(f"  {name} on {key}: {status.get(engine['verdict'], escape(engine['verdict']))}{where}")
         auto = art.get("auto")
         if auto:
             stdout.print(f"model='auto' here: {escape(auto['file'] or 'nothing')} ({escape(auto['reason'])})"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ...checks.quality import judged_positions
-from ...core.artifact import Artifact
+from ...core.artifact import ENGINES, Artifact
 from ...core.cpus import detect_isa
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
 from ...core.spec import SEQUENCE_AXIS, Task
@@ -154,6 +154,23 @@ def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequenc
                              size_bytes=size, verified=verified)
 
 
+def engine_contenders(art: Artifact, *, threads: int) -> list[Contender]:
+    """model.onnx on each other engine it was verified on (`verify --engine openvino`)."""
+    contenders = []
+    for key, entry in (art.files.get(MODEL_FILES["fp32"], {}).get(ENGINES) or {}).items():
+        engine, precision = entry.get("engine"), entry.get("precision")
+        reason = None
+        if importlib.util.find_spec(engine or "") is None:
+            reason = f"{engine} is not installed here: pip install \"onnxport[{engine}]\""
+        args = {"artifact": str(art.path), "backend": "onnx", "model": "fp32", "threads": threads,
+                "providers": None, "engine": engine, "precision": precision}
+        contenders.append(program_contender(
+            f"onnx {engine} {precision}", "onnx", Program(scripts.PIPELINE, args), file=MODEL_FILES["fp32"],
+            size_bytes=art.files[MODEL_FILES["fp32"]].get("size_bytes"), unavailable=reason,
+            verified={"passed": True, "failed": False}.get(art.engine_verdict(key))))
+    return contenders
+
+
 def against_contender(art: Artifact, name: str, *, threads: int, scratch: Path) -> Contender:
     """One of AGAINST: a sentence-transformers backend or fastembed, on the artifact's source
     (fastembed: on the artifact's model.onnx). `scratch` holds what a contender saves (the
@@ -210,7 +227,8 @@ def _unavailable_loader(reason: str) -> Callable[[], Runner]:
 
 def artifact_contenders(art: Artifact, *, threads: int, against: Sequence[str] = (),
                         scratch: Path | None = None) -> list[Contender]:
-    """PyTorch, every model file the artifact has, then what `against` names."""
+    """PyTorch, every model file the artifact has (and model.onnx on each other engine it was
+    verified on), then what `against` names."""
     import onnxruntime as ort
 
     contenders = [torch_contender(art, threads=threads)]
@@ -225,6 +243,7 @@ def artifact_contenders(art: Artifact, *, threads: int, against: Sequence[str] =
                                         unavailable=reason))
             continue
         contenders.append(onnx_contender(art, kind, threads=threads, providers=["cuda"] if kind == "fp16" else None))
+    contenders += engine_contenders(art, threads=threads)
     for name in dict.fromkeys(against):
         if scratch is None:
             raise ValueError("contenders from --against need a scratch folder")

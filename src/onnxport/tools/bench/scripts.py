@@ -18,9 +18,9 @@ args = json.loads(sys.argv[1])
 detail = None
 """
 
-# onnxport's own files (backend onnx) and PyTorch (backend torch, the module the exporter
-# wrapped), through the same pipeline code. `outputs` imports the quality helpers only when
-# asked, so they are not part of the cold start.
+# onnxport's own files (backend onnx; model.onnx also on OpenVINO, `engine`) and PyTorch
+# (backend torch, the module the exporter wrapped), through the same pipeline code.
+# `outputs` imports the quality helpers only when asked, so they are not part of the cold start.
 PIPELINE = """
 if args["backend"] == "torch":
     import torch
@@ -31,8 +31,10 @@ if args["backend"] == "torch":
     detail = f"torch {torch.__version__}"
 else:
     pipeline = onnxport.load(args["artifact"], model=args["model"], threads=args["threads"],
-                             providers=args["providers"])
-    detail = f"onnxruntime, {pipeline.model_file}"
+                             providers=args["providers"], engine=args.get("engine", "onnxruntime"),
+                             precision=args.get("precision"))
+    describe = getattr(pipeline.runner, "describe", None)
+    detail = f"{describe() if describe else 'onnxruntime'}, {pipeline.model_file}"
 from onnxport.tools.workloads import run_task
 run = lambda texts, batch_size: run_task(pipeline, texts, batch_size)
 
