@@ -114,3 +114,43 @@ def test_bench_measures_model_onnx_on_each_engine_it_was_verified_on(artifact):
     assert openvino["available"] and openvino["verified"] is True, openvino["reason"]
     assert openvino["runs_in"]["detail"].startswith("OpenVINO") and openvino["throughput"][0]["runs"] == 1
     assert openvino["quality"]["metrics"]["mean_cosine"] > 0.99999  # against PyTorch, in its own process
+
+
+def set_engine_record(folder, key, **changes):
+    """Rewrite an engine verdict's facts as a run on another machine or model would have."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["model.onnx"]["engines"][key].update(changes)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_auto_picks_another_engine_only_where_verified_and_measured_faster_here(artifact):
+    from onnxport.runtime.pipelines import choose_model_file
+
+    onnxport.verify(artifact, engine="openvino")
+    speed = Artifact(artifact).engine_entry("openvino-f32")["speed"]
+    # measured against what onnxruntime runs here; a tiny model's passes are too short to count
+    assert speed["against"] == "model.onnx" and speed["speedup"] > 0 and speed["timed_seconds"] < 0.2
+    pipeline = onnxport.load(artifact)
+    assert pipeline.choice.engine == "onnxruntime" and pipeline.backend == "onnx"
+
+    # as a real model on a CPU where OpenVINO wins would have recorded it
+    set_engine_record(artifact, "openvino-f32", speed={"against": "model.onnx", "speedup": 1.5, "timed_seconds": 1.2})
+    pipeline = onnxport.load(artifact)
+    assert pipeline.choice.engine == "openvino" and pipeline.backend == "openvino"
+    assert pipeline.choice.reason.endswith("1.50x model.onnx here")
+    assert pipeline.choice.skipped == (("model.onnx", "openvino f32 measured 1.50x faster on this CPU"),)
+    np.testing.assert_allclose(pipeline.embed(TEXTS), onnxport.load(artifact, backend="torch").embed(TEXTS),
+                               atol=1e-5)
+    # asked for onnxruntime (or its providers), or a caller that runs onnxruntime files: no switch
+    assert onnxport.load(artifact, engine="onnxruntime").backend == "onnx"
+    assert onnxport.load(artifact, providers=["cpu"]).backend == "onnx"
+    assert choose_model_file(Artifact(artifact), "auto") == "model.onnx"
+
+    # measured against another file than the one onnxruntime would run now: stale, not used
+    set_engine_record(artifact, "openvino-f32", speed={"against": "model.int8.onnx", "speedup": 1.5,
+                                                       "timed_seconds": 1.2})
+    assert onnxport.load(artifact).choice.engine == "onnxruntime"
+    # verified and measured on another CPU model: says nothing about this one
+    set_engine_record(artifact, "openvino-f32", speed={"against": "model.onnx", "speedup": 1.5, "timed_seconds": 1.2},
+                      measured_on={"cpu": "Some Other CPU 9000", "isa": "avx512_vnni"})
+    assert onnxport.load(artifact).choice.engine == "onnxruntime"

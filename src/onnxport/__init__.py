@@ -183,7 +183,7 @@ def load(
     truncate: bool = True,
     allow_pickle: bool = False,
     max_batch_tokens: int | None = _DEFAULT_BATCH_TOKENS,
-    engine: str = "onnxruntime",
+    engine: str | None = None,
     precision: str | None = None,
 ) -> Pipeline:
     """Open an artifact as its task's pipeline: Embedder, TokenClassifier, SequenceClassifier,
@@ -196,6 +196,8 @@ def load(
     the verbs' `batch_size` rows; None: rows only. See docs/performance.md.
     `engine="openvino"` runs model.onnx with OpenVINO (onnxport[openvino]) in `precision`
     "f32" or "bf16" (CPUs with AMX / AVX512-BF16); it warns unless `verify(engine=...)` passed.
+    By default (`engine=None`) model="auto" may pick OpenVINO by itself where it was verified
+    and measured faster on this CPU model; `engine="onnxruntime"` keeps to onnxruntime.
     """
     _check_path(artifact, "load")
     if backend == "torch":

@@ -25,13 +25,15 @@ from ..core.messages import first_line, short
 from ..core.model_files import MODEL_FILE, QUALITY_KINDS
 from ..core.sample_texts import builtin_texts
 from ..core.spec import SEQUENCE_AXIS, Task
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
+from ..runtime.model_choice import auto_choice
 from ..runtime.openvino_model import OpenVinoModel, openvino_version
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
 from .quality import (QUALITY_DEFAULTS, finite_rows, judged_batches, judged_inputs, length_order, quality_checks,
                       row_cosines)
 from .report import NOT_VERIFIED, CheckResult, ParityReport
+from .speed import relative_speed
 from .text_checks import checked_texts, unknown_token_problem
 
 DEFAULT_ATOL = 1e-4
@@ -142,8 +144,12 @@ def verify(
     report.skipped[:0] = list(notes)
     if engine == "openvino":
         report.engine = model.describe()
+        facts = engine_facts(model)
+        if report.passed and record is not False:  # what `model="auto"` weighs it by (runtime.model_choice)
+            say = progress or (lambda message: None)
+            facts["speed"] = engine_speed(art, model, encoder, texts, say)
         report.recorded = record_engine_report(art, engine_key(engine, model.precision), report, record=record,
-                                               default_run=default_run, facts=engine_facts(model))
+                                               default_run=default_run, facts=facts)
     else:
         report.recorded = record_report(art, model_file, report, record=record, default_run=default_run)
     return report
@@ -170,6 +176,18 @@ def engine_facts(model) -> dict:
     """What an engine verdict was measured with: the engine, precision, version and CPU."""
     return {"engine": "openvino", "precision": model.precision, "version": openvino_version(),
             "measured_on": {"cpu": cpu_name(), "isa": detect_isa()}}
+
+
+def engine_speed(art: Artifact, model, encoder: TextEncoder, texts: list[str], say) -> dict:
+    """How fast `model` (another engine) runs here against the file onnxruntime would run
+    (`auto_choice` without engines), measured now on every other text."""
+    try:
+        against = auto_choice(art, engines=False).file
+    except ArtifactError as error:  # nothing verified to compare with
+        return {"against": None, "reason": first_line(error)}
+    say(f"measuring {model.describe()} against onnxruntime on {against}")
+    speedup, seconds = relative_speed(OnnxModel(art.model_path(against)), model, encoder, texts)
+    return {"against": against, "speedup": speedup, "timed_seconds": seconds}
 
 
 def record_engine_report(art: Artifact, key: str, report: ParityReport, *, record: bool | None,

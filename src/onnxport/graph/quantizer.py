@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from ..checks.parity import verify as run_verify
-from ..checks.quality import (QUALITY_DEFAULTS, judged_batches, judged_inputs, length_order, quality_checks,
-                              quality_inputs)
+from ..checks.quality import QUALITY_DEFAULTS, judged_batches, judged_inputs, quality_checks, quality_inputs
+from ..checks.speed import relative_speed
 from ..core.arguments import choice, string_list, text_list
 from ..core.arguments import limits as limits_arg
 from ..core.artifact import Artifact, write_manifest
@@ -213,7 +213,7 @@ def quantize(
         seconds = time.perf_counter() - started
         carry_over_file(art, source_name, INT8_FILE)  # quantized nodes keep their PyTorch module tags
     say(f"measuring the speed-up of {INT8_FILE} over {source_name}")
-    speedup, timed_seconds = _speedup(source_path, target, encoder, texts)
+    speedup, timed_seconds = relative_speed(OnnxModel(source_path), OnnxModel(target), encoder, texts)
     float_units = excluded_units + excluded
     kept = user_float | {node for unit in excluded for node in units[unit]}
     partly_float = [unit for unit, nodes in units.items() if unit not in float_units and kept.intersection(nodes)]
@@ -373,26 +373,3 @@ def _fewest_float_units(most: int, passes, say=lambda message: None) -> int:
         else:
             failed = middle
     return passed
-
-
-def _speedup(source: Path, quantized: Path, encoder: TextEncoder, texts: list[str],
-             repeats: int = 3) -> tuple[float, float]:
-    """Throughput ratio int8 / source on every other text, measured now in this process, and
-    the seconds the source's best pass took (a ratio of milliseconds is mostly noise)."""
-    texts = texts[::2] if len(texts) >= 32 else texts
-    order = length_order(encoder, texts)  # batched as the pipelines batch: by length
-    batches = [encoder.encode([texts[i] for i in order[start:start + 32]]) for start in range(0, len(texts), 32)]
-
-    def seconds(path: Path) -> float:
-        model = OnnxModel(path)
-        model.run(batches[0])
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            for batch in batches:
-                model.run(batch)
-            best = min(best, time.perf_counter() - started)
-        return best
-
-    source_seconds = seconds(source)
-    return round(source_seconds / seconds(quantized), 3), round(source_seconds, 4)

@@ -15,14 +15,20 @@ A candidate is taken only when all of this holds:
   not clearly slower (`SLOWER`: the measurement is the best of 3 short passes, and a busy
   machine moves it by a few percent).
 
+Then, among the other engines model.onnx was verified on (`verify --engine openvino`), one
+verified on this CPU model whose speed was measured there against that very pick, at least
+`FASTER` times as fast, replaces it (the fastest such). On CPUs without bf16 OpenVINO's f32
+does not beat onnxruntime (docs/engines.md), so this is where bf16 on AMX comes in.
+
 The choice says what was picked and why, and why each file before it was passed over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
-from ..core.artifact import FAILED, MODIFIED, PASSED, Artifact, engine_key
+from ..core.artifact import ENGINES, FAILED, MODIFIED, PASSED, Artifact, engine_key
 from ..core.cpus import cpu_name, detect_isa
 from ..core.model_files import AUTO_PREFERENCE, MODEL_CHOICES, MODEL_FILE, QUALITY_KINDS
 from ..errors import ArtifactError, InputError
@@ -33,6 +39,8 @@ _SATURATING_ISAS = ("avx2", "avx512", "generic")
 # whose source pass took less than MIN_TIMED_SECONDS (a tiny model) is noise and not used.
 SLOWER = 0.9
 MIN_TIMED_SECONDS = 0.2
+# Another engine replaces onnxruntime's pick only when measured at least this much faster.
+FASTER = 1.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +50,23 @@ class ModelChoice:
     file: str
     reason: str
     skipped: tuple[tuple[str, str], ...] = ()
+    engine: str = "onnxruntime"
+    precision: str | None = None  # another engine's (OpenVINO: f32 or bf16)
 
     def describe(self) -> str:
         passed_over = "".join(f"; passed over {name}: {why}" for name, why in self.skipped)
         return f"{self.reason}{passed_over}"
 
 
-def auto_choice(artifact: Artifact) -> ModelChoice:
-    """What `model="auto"` runs here (see the module docstring)."""
+def auto_choice(artifact: Artifact, *, engines: bool = True) -> ModelChoice:
+    """What `model="auto"` runs here (see the module docstring); `engines=False`: onnxruntime's
+    pick only (for callers that run onnxruntime files, or asked for its providers)."""
+    picked = _onnxruntime_choice(artifact)
+    faster = _faster_engine(artifact, picked) if engines else None
+    return faster or picked
+
+
+def _onnxruntime_choice(artifact: Artifact) -> ModelChoice:
     skipped: list[tuple[str, str]] = []
     for kind in AUTO_PREFERENCE:
         name = MODEL_CHOICES[kind]
@@ -73,6 +90,30 @@ def auto_choice(artifact: Artifact) -> ModelChoice:
     verdict = artifact.verdict(MODEL_FILE)
     reason = "the exported file, verified" if verdict == PASSED else f"the exported file ({verdict})"
     return ModelChoice(MODEL_FILE, reason, tuple(skipped))
+
+
+def _faster_engine(artifact: Artifact, picked: ModelChoice) -> ModelChoice | None:
+    """model.onnx on another engine, verified on this CPU model and measured there at least
+    FASTER times as fast as `picked` (the fastest such), or None."""
+    best = None
+    for key, entry in (artifact.files.get(MODEL_FILE, {}).get(ENGINES) or {}).items():
+        speed = entry.get("speed") or {}
+        if (artifact.engine_verdict(key) != PASSED or (entry.get("measured_on") or {}).get("cpu") != cpu_name()
+                or speed.get("against") != picked.file or (speed.get("timed_seconds") or 0) < MIN_TIMED_SECONDS
+                or (speed.get("speedup") or 0) < FASTER or importlib.util.find_spec(entry.get("engine") or "") is None):
+            continue
+        if best is None or speed["speedup"] > best["speed"]["speedup"]:
+            best = entry
+    if best is None:
+        return None
+    engine, precision, speedup = best["engine"], best["precision"], best["speed"]["speedup"]
+    verification = best.get("verification") or {}
+    measured = {k: v for check in verification.get("checks", []) for k, v in check.get("measured", {}).items()
+                if verification.get("mode") == "quality"}  # a bf16 verdict's numbers; f32 is exact
+    reason = (f"{MODEL_FILE} on {engine} {precision}, verified on this CPU"
+              + (f" ({_metrics(measured)})" if measured else "") + f", {speedup:.2f}x {picked.file} here")
+    passed_over = (picked.file, f"{engine} {precision} measured {speedup:.2f}x faster on this CPU")
+    return ModelChoice(MODEL_FILE, reason, picked.skipped + (passed_over,), engine=engine, precision=precision)
 
 
 def _int8_problem(entry: dict) -> str | None:
@@ -126,5 +167,7 @@ def engine_choice(artifact: Artifact, model: str, engine: str, precision: str) -
     where = (entry.get("measured_on") or {}).get("cpu")
     if verdict == PASSED:
         on = "this CPU" if where == cpu_name() else (where or "another machine")
-        return ModelChoice(MODEL_FILE, f"asked for ({engine} {precision}), verified on {on}")
-    return ModelChoice(MODEL_FILE, f"asked for ({engine} {precision}), {verdict} on it")
+        reason = f"asked for ({engine} {precision}), verified on {on}"
+    else:
+        reason = f"asked for ({engine} {precision}), {verdict} on it"
+    return ModelChoice(MODEL_FILE, reason, engine=engine, precision=precision)

@@ -49,14 +49,16 @@ VERB_TASKS = {
 
 
 def choose_model_file(artifact: Artifact, model: str) -> str:
-    """'auto': the file `model_choice.auto_choice` picks for this machine. Otherwise the named file."""
-    return model_choice(artifact, model).file
+    """'auto': the onnxruntime file `model_choice.auto_choice` picks for this machine.
+    Otherwise the named file."""
+    return model_choice(artifact, model, engines=False).file
 
 
-def model_choice(artifact: Artifact, model: str) -> ModelChoice:
-    """The file to run for `model` ('auto' or a MODEL_CHOICES name), and why."""
+def model_choice(artifact: Artifact, model: str, *, engines: bool = True) -> ModelChoice:
+    """The file to run for `model` ('auto' or a MODEL_CHOICES name), and why; 'auto' may
+    pick model.onnx on another engine (`engines`)."""
     if model == "auto":
-        return auto_choice(artifact)
+        return auto_choice(artifact, engines=engines)
     choice(model, "model", ["auto", *MODEL_CHOICES])
     name = MODEL_CHOICES[model]
     if not (artifact.path / name).exists():
@@ -67,7 +69,7 @@ def model_choice(artifact: Artifact, model: str) -> ModelChoice:
 
 def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Sequence[str] | None = None,
          threads: int | None = None, truncate: bool = True, runner: Any = None,
-         backend: str = "onnx", max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS, engine: str = "onnxruntime",
+         backend: str = "onnx", max_batch_tokens: int | None = DEFAULT_BATCH_TOKENS, engine: str | None = None,
          precision: str | None = None) -> "Pipeline":
     """Open an artifact as the pipeline for its task (Embedder, TokenClassifier, SequenceClassifier).
 
@@ -75,7 +77,9 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     `backend` is only its name in reprs and logs. `max_batch_tokens` caps the padded tokens
     (rows x longest) of one model run, None: rows only (see `runtime.batching`).
     `engine="openvino"` runs model.onnx with OpenVINO in `precision` f32 or bf16 (the
-    `openvino` extra; see `runtime.openvino_model`)."""
+    `openvino` extra; see `runtime.openvino_model`); `engine=None` is onnxruntime unless
+    model="auto" picks another engine verified and measured faster on this CPU
+    (`runtime.model_choice`); `engine="onnxruntime"` never does."""
     art = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     threads = optional_positive_int(threads, "threads")
     providers = string_list(providers, "providers") if providers is not None else None
@@ -86,15 +90,20 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     if runner is not None:
         return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate,
                    max_batch_tokens=max_batch_tokens)
-    if engine != "onnxruntime":
+    if precision is not None and engine in (None, "onnxruntime"):
+        raise InputError("precision goes with engine='openvino'; with onnxruntime, pick the file: model='int8', "
+                         "'fp16', 'opt' or 'fp32'")
+    if engine not in (None, "onnxruntime"):  # asked for another engine
         runner, picked = _other_engine(art, model, engine, precision, providers, threads)
-        model_file, verdict = picked.file, art.engine_verdict(engine_key(engine, runner.precision))
+    else:  # engine None: model="auto" may find another engine verified and faster here
+        picked = model_choice(art, model, engines=engine is None and providers is None)
+        runner = None
+        if picked.engine != "onnxruntime":
+            runner, picked = _other_engine(art, model, picked.engine, picked.precision, providers, threads, picked)
+    if runner is not None:
+        model_file, verdict = picked.file, art.engine_verdict(engine_key(picked.engine, runner.precision))
         where = runner.describe()
     else:
-        if precision is not None:
-            raise InputError("precision goes with engine='openvino'; with onnxruntime, pick the file: model='int8', "
-                             "'fp16', 'opt' or 'fp32'")
-        picked = model_choice(art, model)
         model_file = picked.file
         verdict = art.verdict(model_file)
         _warn_about(art, model_file, verdict)
@@ -103,8 +112,9 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     art.check_graph_io(model_file, list(runner.input_types), runner.output_names)
     notice(f"onnxport: using {model_file} ({art.files.get(model_file, {}).get('kind', 'fp32')}, {verdict}) "
            f"on {where}: {picked.describe()}")
-    pipeline = cls(art, runner, model_file=model_file, backend=engine if engine != "onnxruntime" else backend,
-                   truncate=truncate, max_batch_tokens=max_batch_tokens)
+    backend = picked.engine if picked.engine != "onnxruntime" else backend
+    pipeline = cls(art, runner, model_file=model_file, backend=backend, truncate=truncate,
+                   max_batch_tokens=max_batch_tokens)
     pipeline.choice = picked
     return pipeline
 
@@ -119,14 +129,15 @@ def _warn_about(art: Artifact, model_file: str, verdict: str) -> None:
                       stacklevel=3)
 
 
-def _other_engine(art: Artifact, model: str, engine: str, precision: str | None, providers, threads):
-    """(runner, choice) for model.onnx on OpenVINO; a warning unless that engine and precision
-    passed verification for these bytes."""
+def _other_engine(art: Artifact, model: str, engine: str, precision: str | None, providers, threads,
+                  picked: ModelChoice | None = None):
+    """(runner, choice) for model.onnx on OpenVINO (asked for, or `picked` by model="auto");
+    a warning unless that engine and precision passed verification for these bytes."""
     if engine != "openvino":
         raise InputError(f"engine must be 'onnxruntime' or 'openvino', not {engine!r}")
     if providers is not None:
         raise InputError("providers are onnxruntime's; OpenVINO runs on the CPU here")
-    picked = engine_choice(art, model, engine, precision or "f32")
+    picked = picked or engine_choice(art, model, engine, precision or "f32")
     runner = OpenVinoModel(art.path / MODEL_FILE, precision=precision or "f32", threads=threads)
     verdict = art.engine_verdict(engine_key(engine, runner.precision))
     if verdict != PASSED:
