@@ -27,7 +27,7 @@ from ..core.sample_texts import builtin_texts
 from ..core.spec import SEQUENCE_AXIS, Task
 from ..errors import ArtifactError, InputError
 from ..runtime.model_choice import auto_choice
-from ..runtime.openvino_model import OpenVinoModel, openvino_version
+from ..runtime.openvino_model import OpenVinoModel, check_engine, openvino_version
 from ..runtime.session import OnnxModel
 from ..runtime.tokenization import TextEncoder
 from .quality import (QUALITY_DEFAULTS, finite_rows, judged_batches, judged_inputs, length_order, quality_checks,
@@ -125,12 +125,12 @@ def verify(
     encoder = TextEncoder.for_artifact(art)
     model = engine_model(art, model_file, engine, precision)
     art.check_graph_io(model_file, list(model.input_types), model.output_names)
-    kind = art.files.get(model_file, {}).get("kind", "fp32")
-    if engine == "openvino" and model.precision == "bf16":
-        kind = "bf16"  # reduced precision: judged by quality, like int8
-    elif engine == "openvino" and reference is None:
+    # reduced precision (int8, fp16, approximate GELU, OpenVINO bf16) is judged by quality
+    by_quality = (art.files.get(model_file, {}).get("kind", "fp32") in QUALITY_KINDS
+                  or getattr(model, "precision", None) == "bf16")
+    if engine == "openvino" and not by_quality and reference is None:
         reference = OnnxReference(art)  # the same file on onnxruntime
-    if kind in QUALITY_KINDS or kind == "bf16":
+    if by_quality:
         limits = {**QUALITY_DEFAULTS, **(thresholds or {})}
         report = _verify_quality(art, model, encoder, texts, model_file, limits, progress)
     else:
@@ -155,17 +155,10 @@ def verify(
     return report
 
 
-ENGINE_NAMES = ("onnxruntime", "openvino")
-
-
 def engine_model(art: Artifact, model_file: str, engine: str, precision: str | None):
     """The runner verify judges: onnxruntime on `model_file`, or OpenVINO on model.onnx."""
-    if engine not in ENGINE_NAMES:
-        raise InputError(f"engine must be one of {', '.join(ENGINE_NAMES)}, not {engine!r}")
+    check_engine(engine, precision)
     if engine == "onnxruntime":
-        if precision is not None:
-            raise InputError("precision goes with engine='openvino'; onnxruntime's precision is the model file's "
-                             "(model.int8.onnx, model.fp16.onnx)")
         return OnnxModel(art.model_path(model_file))
     if model_file != MODEL_FILE:
         raise InputError(f"OpenVINO runs {MODEL_FILE} only: {model_file} holds onnxruntime's own operators")

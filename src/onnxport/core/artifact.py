@@ -232,6 +232,12 @@ class Artifact:
         return True
 
 
+def verdict_flag(verdict: str) -> bool | None:
+    """A verdict as a flag: True when passed, False when failed, None otherwise (not
+    verified, modified since verified)."""
+    return {PASSED: True, FAILED: False}.get(verdict)
+
+
 def verdict_of(report: dict | None) -> str:
     """The verdict of a recorded report dict: PASSED, FAILED or NOT_VERIFIED."""
     if not report:

@@ -11,7 +11,7 @@ import collections
 from pathlib import Path
 from typing import Any
 
-from ..core.artifact import ENGINES, MANIFEST, Artifact
+from ..core.artifact import ENGINES, MANIFEST, Artifact, verdict_flag
 from ..core.messages import first_line
 from ..core.model_files import MODEL_FILE
 from ..errors import ArtifactError
@@ -119,7 +119,7 @@ def inspect(path: str | Path, *, deep: bool = False) -> dict[str, Any]:
         files[name] = {
             "kind": entry.get("kind"),
             "verdict": verdict,
-            "verified": {"passed": True, "failed": False}.get(verdict),
+            "verified": verdict_flag(verdict),
             "integrity": integrity,
             "size_bytes": entry.get("size_bytes"),
         }

@@ -25,9 +25,20 @@ import numpy as np
 from ..errors import InputError, MissingDependency
 from .session import default_threads
 
+ENGINE_NAMES = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16")
 _TYPES = {"i64": np.int64, "i32": np.int32, "f32": np.float32}
 _ONNX_NAMES = {"i64": "tensor(int64)", "i32": "tensor(int32)", "f32": "tensor(float)"}
+
+
+def check_engine(engine: str | None, precision: str | None) -> None:
+    """The engine and precision arguments of load and verify (engine None: onnxruntime, or
+    whatever model="auto" picks)."""
+    if engine is not None and engine not in ENGINE_NAMES:
+        raise InputError(f"engine must be 'onnxruntime' or 'openvino', not {engine!r}")
+    if precision is not None and engine != "openvino":
+        raise InputError("precision goes with engine='openvino'; with onnxruntime, pick the file: model='int8', "
+                         "'fp16', 'opt' or 'fp32'")
 
 
 def openvino_version() -> str:

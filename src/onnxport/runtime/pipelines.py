@@ -29,7 +29,7 @@ from .answers import SpanOptions, best_answers
 from .batching import DEFAULT_BATCH_TOKENS, length_batches
 from .entities import AGGREGATIONS, WordRules, decode_entities, flat_windows, per_text, window_entities
 from .model_choice import ModelChoice, auto_choice, engine_choice
-from .openvino_model import OpenVinoModel
+from .openvino_model import OpenVinoModel, check_engine
 from .session import OnnxModel
 from .tokenization import TextEncoder
 from .vectors import shorten
@@ -90,19 +90,17 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
     if runner is not None:
         return cls(art, runner, model_file=MODEL_FILE, backend=backend, truncate=truncate,
                    max_batch_tokens=max_batch_tokens)
-    if precision is not None and engine in (None, "onnxruntime"):
-        raise InputError("precision goes with engine='openvino'; with onnxruntime, pick the file: model='int8', "
-                         "'fp16', 'opt' or 'fp32'")
-    if engine not in (None, "onnxruntime"):  # asked for another engine
-        runner, picked = _other_engine(art, model, engine, precision, providers, threads)
+    check_engine(engine, precision)
+    if engine == "openvino":  # asked for another engine
+        runner, picked, verdict = _other_engine(art, model, engine, precision, providers, threads)
     else:  # engine None: model="auto" may find another engine verified and faster here
         picked = model_choice(art, model, engines=engine is None and providers is None)
         runner = None
         if picked.engine != "onnxruntime":
-            runner, picked = _other_engine(art, model, picked.engine, picked.precision, providers, threads, picked)
+            runner, picked, verdict = _other_engine(art, model, picked.engine, picked.precision, providers, threads,
+                                                    picked)
     if runner is not None:
-        model_file, verdict = picked.file, art.engine_verdict(engine_key(picked.engine, runner.precision))
-        where = runner.describe()
+        model_file, where = picked.file, runner.describe()
     else:
         model_file = picked.file
         verdict = art.verdict(model_file)
@@ -131,10 +129,9 @@ def _warn_about(art: Artifact, model_file: str, verdict: str) -> None:
 
 def _other_engine(art: Artifact, model: str, engine: str, precision: str | None, providers, threads,
                   picked: ModelChoice | None = None):
-    """(runner, choice) for model.onnx on OpenVINO (asked for, or `picked` by model="auto");
-    a warning unless that engine and precision passed verification for these bytes."""
-    if engine != "openvino":
-        raise InputError(f"engine must be 'onnxruntime' or 'openvino', not {engine!r}")
+    """(runner, choice, verdict) for model.onnx on OpenVINO (asked for, or `picked` by
+    model="auto"); a warning unless that engine and precision passed verification for these
+    bytes."""
     if providers is not None:
         raise InputError("providers are onnxruntime's; OpenVINO runs on the CPU here")
     picked = picked or engine_choice(art, model, engine, precision or "f32")
@@ -144,7 +141,7 @@ def _other_engine(art: Artifact, model: str, engine: str, precision: str | None,
         warnings.warn(f"{MODEL_FILE} in {art.path} has no passing verdict on {runner.describe()} ({verdict}); "
                       f"judge it with `onnxport verify {art.path} --engine openvino --precision {runner.precision}`",
                       stacklevel=3)
-    return runner, picked
+    return runner, picked, verdict
 
 
 class Pipeline:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from ...checks.quality import judged_positions
-from ...core.artifact import ENGINES, Artifact
+from ...core.artifact import ENGINES, Artifact, verdict_flag
 from ...core.cpus import detect_isa
 from ...core.model_files import MODEL_CHOICES as MODEL_FILES
 from ...core.spec import SEQUENCE_AXIS, Task
@@ -147,7 +147,7 @@ def onnx_contender(art: Artifact, kind: str, *, threads: int, providers: Sequenc
     name = MODEL_FILES[kind]
     entry = art.files.get(name, {})
     size = entry.get("size_bytes") or ((art.path / name).stat().st_size if (art.path / name).exists() else None)
-    verified = {"passed": True, "failed": False}.get(art.verdict(name))  # "not verified": None
+    verified = verdict_flag(art.verdict(name))
     args = {"artifact": str(art.path), "backend": "onnx", "model": kind, "threads": threads,
             "providers": list(providers) if providers else None}
     return program_contender(f"onnx {entry.get('kind', kind)}", "onnx", Program(scripts.PIPELINE, args), file=name,
@@ -167,7 +167,7 @@ def engine_contenders(art: Artifact, *, threads: int) -> list[Contender]:
         contenders.append(program_contender(
             f"onnx {engine} {precision}", "onnx", Program(scripts.PIPELINE, args), file=MODEL_FILES["fp32"],
             size_bytes=art.files[MODEL_FILES["fp32"]].get("size_bytes"), unavailable=reason,
-            verified={"passed": True, "failed": False}.get(art.engine_verdict(key))))
+            verified=verdict_flag(art.engine_verdict(key))))
     return contenders
 
 
