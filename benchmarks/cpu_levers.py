@@ -138,13 +138,9 @@ def main() -> None:
 
 
 def _ort_run(path: Path, threads: int) -> Callable[[dict], np.ndarray]:
-    import onnxruntime as ort
+    from onnxport.runtime.session import create_session  # the pipelines' own session options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = create_session(path, threads=threads)
     names = {value.name for value in session.get_inputs()}
     return lambda feed: session.run([OUTPUT], {k: v for k, v in feed.items() if k in names})[0]
 

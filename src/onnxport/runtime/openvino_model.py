@@ -23,11 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError, MissingDependency
-from .session import default_threads
+from .session import default_threads, typed_feed
 
 ENGINE_NAMES = ("onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16")
-_TYPES = {"i64": np.int64, "i32": np.int32, "f32": np.float32}
 _ONNX_NAMES = {"i64": "tensor(int64)", "i32": "tensor(int32)", "f32": "tensor(float)"}
 
 
@@ -84,8 +83,6 @@ class OpenVinoModel:
             raise InputError(f"OpenVINO compiled {self.path.name} in {compiled_precision}, not {precision}")
         self.input_types = {port.get_any_name(): _ONNX_NAMES.get(port.get_element_type().get_type_name(), "?")
                             for port in self.compiled.inputs}
-        self._input_dtypes = {port.get_any_name(): _TYPES.get(port.get_element_type().get_type_name())
-                              for port in self.compiled.inputs}
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: one run at a time
@@ -94,12 +91,7 @@ class OpenVinoModel:
         return f"OpenVINO {openvino_version().split('-')[0]} CPU, {self.precision}"
 
     def feed(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {}
-        for name, dtype in self._input_dtypes.items():
-            if name not in arrays:
-                raise InputError(f"the graph needs input '{name}', which the tokenizer did not produce")
-            feed[name] = arrays[name].astype(dtype, copy=False) if dtype else arrays[name]
-        return feed
+        return typed_feed(self.input_types, arrays)
 
     def run(self, arrays: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The graph's outputs (only `outputs` when given), as arrays of their own: OpenVINO

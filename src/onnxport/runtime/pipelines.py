@@ -99,10 +99,10 @@ def load(artifact: str | Path | Artifact, *, model: str = "auto", providers: Seq
         if picked.engine != "onnxruntime":
             runner, picked, verdict = _other_engine(art, model, picked.engine, picked.precision, providers, threads,
                                                     picked)
+    model_file = picked.file
     if runner is not None:
-        model_file, where = picked.file, runner.describe()
+        where = runner.describe()
     else:
-        model_file = picked.file
         verdict = art.verdict(model_file)
         _warn_about(art, model_file, verdict)
         runner = OnnxModel(art.path / model_file, providers=providers, threads=threads)

@@ -99,12 +99,18 @@ def _damage(error: Exception) -> str | None:
 
 def graph_feed(session, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The session's inputs from the tokenizer's arrays, cast to the int type each one declares."""
+    return typed_feed({value.name: value.type for value in session.get_inputs()}, arrays)
+
+
+def typed_feed(input_types: dict[str, str], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The graph's inputs (name: ONNX type, 'tensor(int64)') from the tokenizer's arrays, each
+    cast to the int type it declares; shared by onnxruntime and OpenVINO runners."""
     feed = {}
-    for value in session.get_inputs():
-        if value.name not in arrays:
-            raise InputError(f"the graph needs input '{value.name}', which the tokenizer did not produce")
-        dtype = _ORT_INT_TYPES.get(value.type)
-        feed[value.name] = arrays[value.name].astype(dtype, copy=False) if dtype else arrays[value.name]
+    for name, onnx_type in input_types.items():
+        if name not in arrays:
+            raise InputError(f"the graph needs input '{name}', which the tokenizer did not produce")
+        dtype = _ORT_INT_TYPES.get(onnx_type)
+        feed[name] = arrays[name].astype(dtype, copy=False) if dtype else arrays[name]
     return feed
 
 
@@ -119,7 +125,7 @@ class OnnxModel:
         self.on_cuda = "CUDAExecutionProvider" in self.session.get_providers()
 
     def feed(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return graph_feed(self.session, arrays)
+        return typed_feed(self.input_types, arrays)
 
     def run(self, arrays: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The graph's outputs (only `outputs` when given: the others are not copied out)."""
